@@ -1,0 +1,354 @@
+"""The streaming chunk loop (DESIGN §3): one event per generated chunk.
+
+`denoise_chunk` is the loop over one chunk's steps, written once and shared by inference
+(`Generation`) and the training rollout.  `Generation` adds the text, the streaming VAE
+decode, prompt changes, cancellation and timings around it; `StreamingPipeline` validates a
+request and starts a `Generation`.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .config import Preset
+from .model import CausalWanModel, KVCache, TextContext
+from .scheduler import FlowMatchScheduler
+from .schedules import Schedule, make_schedule
+from .text import TextEncoder
+from .vae import StreamingDecoder, to_uint8_frames
+
+
+@dataclass
+class ChunkResult:
+    x0: torch.Tensor
+    timesteps: list[float]
+    confidence: list[float]  # what the schedule acted on, after every step
+    head_confidence: list[float]  # the confidence head's sigmoid, after every step
+    nfe: int  # transformer forwards, context pass included
+
+
+def denoise_chunk(
+    model: CausalWanModel,
+    scheduler: FlowMatchScheduler,
+    schedule: Schedule,
+    text: TextContext,
+    cache: KVCache,
+    noise: torch.Tensor,
+    chunk: int,
+    start_frame: int,
+    generator: torch.Generator,
+) -> ChunkResult:
+    """Denoise one chunk from `noise`, then leave its K/V in `cache` for the next chunks."""
+    b, _, frames = noise.shape[:3]
+    timesteps = schedule.timesteps(chunk)
+    x, x0, prev_x0 = noise, noise, None
+    visited: list[float] = []
+    conf: list[float] = []
+    head_conf: list[float] = []
+    for j, t in enumerate(timesteps):
+        out = model(x, noise.new_full((b, frames), t), text, cache=cache, start_frame=start_frame)
+        sigma = scheduler.sigma(t)
+        x0 = scheduler.to_x0(x, out.flow, sigma)
+        head = float(torch.sigmoid(out.conf_logits.float()).mean())
+        visited.append(t)
+        head_conf.append(head)
+        conf.append(schedule.confidence(head, x0, prev_x0))
+        if j + 1 == len(timesteps) or schedule.should_stop(conf):
+            break
+        x = renoise(scheduler, x0, scheduler.sigma(timesteps[j + 1]), generator)
+        prev_x0 = x0
+    schedule.end_chunk(conf)
+    nfe = len(visited)
+    if schedule.context_pass:
+        t_ctx = schedule.context_t
+        x_ctx = renoise(scheduler, x0, scheduler.sigma(t_ctx), generator) if t_ctx > 0 else x0
+        model(x_ctx, noise.new_full((b, frames), t_ctx), text, cache=cache, start_frame=start_frame)
+        nfe += 1
+    # Without a context pass the slots keep the K/V of the last, still noisy, forward:
+    # diagonal forcing.
+    cache.commit()
+    return ChunkResult(x0=x0, timesteps=visited, confidence=conf, head_confidence=head_conf, nfe=nfe)
+
+
+def renoise(scheduler: FlowMatchScheduler, x0: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
+    """Re-noise x0 to σ with fresh noise drawn on the CPU, so every device sees the same noise."""
+    noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
+    return scheduler.add_noise(x0, noise, sigma)
+
+
+@dataclass
+class ChunkEvent:
+    index: int
+    num_chunks: int
+    frames: np.ndarray  # uint8, T×H×W×3
+    latents: torch.Tensor  # the chunk's x0, on the CPU
+    steps: int
+    timesteps: list[float]
+    confidence: list[float]
+    head_confidence: list[float]
+    nfe: int  # so far, this chunk included
+    transformer_ms: float
+    decode_ms: float
+    prompt: str
+    first_frame: int  # index of this chunk's first pixel frame in the video
+    elapsed_s: float  # since the generation started
+
+    def stats(self) -> dict:
+        """The per-chunk record written to JSON and shown in the app."""
+        return {
+            "index": self.index,
+            "steps": self.steps,
+            "timesteps": [round(t, 3) for t in self.timesteps],
+            "confidence": [round(c, 5) for c in self.confidence],
+            "head_confidence": [round(c, 5) for c in self.head_confidence],
+            "nfe": self.nfe,
+            "num_frames": int(self.frames.shape[0]),
+            "transformer_ms": round(self.transformer_ms, 2),
+            "decode_ms": round(self.decode_ms, 2),
+            "prompt": self.prompt,
+        }
+
+
+@dataclass
+class _CachedChunk:
+    """What re-caching under a new prompt needs to rebuild one chunk's K/V."""
+
+    x0: torch.Tensor
+    start_frame: int
+    context_pass: bool
+    context_t: float
+    last_t: float
+
+
+class Generation:
+    """One streaming video: iterate it for `ChunkEvent`s.
+
+    `change_prompt` and `cancel` may be called from another thread; both take effect
+    between chunks.
+    """
+
+    def __init__(
+        self,
+        pipe: "StreamingPipeline",
+        prompt: str,
+        schedule: Schedule,
+        latent_frames: int,
+        seed: int,
+    ) -> None:
+        self.pipe = pipe
+        self.schedule = schedule
+        self.seed = seed
+        self.latent_frames = latent_frames
+        cf = pipe.preset.model.chunk_frames
+        self.num_chunks = latent_frames // cf
+        self.num_frames = 1 + 4 * (latent_frames - 1)
+        self.nfe = 0
+        self.cancelled = False
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+        self._prompt = prompt
+        self._pending_prompt: tuple[str, bool] | None = None
+        self.events: list[ChunkEvent] = []
+
+    @property
+    def prompt(self) -> str:
+        return self._prompt
+
+    def change_prompt(self, prompt: str, recache: bool = False) -> None:
+        """Use `prompt` from the next chunk on; `recache` rebuilds the cached chunks' K/V under it."""
+        prompt = self.pipe.check_prompt(prompt)
+        with self._lock:
+            self._pending_prompt = (prompt, recache)
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def __iter__(self) -> Iterator[ChunkEvent]:
+        pipe = self.pipe
+        p = pipe.preset
+        model, scheduler = pipe.model, pipe.scheduler
+        cf, h, w = p.model.chunk_frames, p.sampling.height // 8, p.sampling.width // 8
+        noise_gen = torch.Generator().manual_seed(self.seed)
+        # A second stream for re-noising, so every schedule sees the same initial noise per chunk.
+        renoise_gen = torch.Generator().manual_seed((self.seed * 2654435761 + 1) % 2**63)
+        cache = model.new_cache(h, w, p.sampling.window_frames, p.sampling.sink_frames)
+        decoder = StreamingDecoder(pipe.vae)
+        window_chunks, sink_chunks = p.sampling.window_frames // cf, p.sampling.sink_frames // cf
+        cached: list[_CachedChunk] = []
+        self.schedule.reset()
+        start = time.perf_counter()
+        with torch.inference_mode():
+            text = pipe.encode_prompt(self._prompt)
+            for k in range(self.num_chunks):
+                if self._cancel.is_set():
+                    self.cancelled = True
+                    return
+                t0 = time.perf_counter()
+                with self._lock:
+                    change, self._pending_prompt = self._pending_prompt, None
+                if change is not None:
+                    self._prompt = change[0]
+                    text = pipe.encode_prompt(self._prompt)
+                    if change[1]:
+                        self.nfe += self._recache(cache, text, cached)
+                noise = torch.randn((1, p.model.in_dim, cf, h, w), generator=noise_gen).to(pipe.device, pipe.dtype)
+                result = denoise_chunk(
+                    model, scheduler, self.schedule, text, cache, noise, k, k * cf, renoise_gen
+                )
+                self.nfe += result.nfe
+                cached.append(
+                    _CachedChunk(result.x0, k * cf, self.schedule.context_pass, self.schedule.context_t, result.timesteps[-1])
+                )
+                if len(cached) > window_chunks:  # mirror the cache's eviction
+                    del cached[sink_chunks]
+                t1 = pipe.synchronize()
+                video = decoder.decode(result.x0.float())
+                frames = to_uint8_frames(video)
+                t2 = pipe.synchronize()
+                event = ChunkEvent(
+                    index=k,
+                    num_chunks=self.num_chunks,
+                    frames=frames,
+                    latents=result.x0.float().cpu(),
+                    steps=len(result.timesteps),
+                    timesteps=result.timesteps,
+                    confidence=result.confidence,
+                    head_confidence=result.head_confidence,
+                    nfe=self.nfe,
+                    transformer_ms=(t1 - t0) * 1e3,
+                    decode_ms=(t2 - t1) * 1e3,
+                    prompt=self._prompt,
+                    first_frame=0 if k == 0 else 1 + 4 * (k * cf - 1),
+                    elapsed_s=t2 - start,
+                )
+                self.events.append(event)
+                yield event
+
+    def _recache(self, cache: KVCache, text: TextContext, cached: list[_CachedChunk]) -> int:
+        """Rebuild the K/V of the chunks in the window under a new prompt (LongLive)."""
+        pipe = self.pipe
+        cache.reset()
+        gen = torch.Generator().manual_seed(self.seed + len(cached))
+        for c in cached:
+            b, _, frames = c.x0.shape[:3]
+            t = c.context_t if c.context_pass else c.last_t
+            x = renoise(pipe.scheduler, c.x0, pipe.scheduler.sigma(t), gen) if t > 0 else c.x0
+            pipe.model(x, c.x0.new_full((b, frames), t), text, cache=cache, start_frame=c.start_frame)
+            cache.commit()
+        return len(cached)
+
+    def summary(self) -> dict:
+        """Everything `generate` writes beside the MP4."""
+        return {
+            "nfe": self.nfe,
+            "num_frames": sum(int(e.frames.shape[0]) for e in self.events),
+            "planned_frames": self.num_frames,
+            "fps": self.pipe.preset.sampling.fps,
+            "schedule": self.schedule.name,
+            "schedule_params": self.schedule.describe(),
+            "seed": self.seed,
+            "model": self.pipe.preset.name,
+            "random_init": self.pipe.random_init,
+            "cancelled": self.cancelled,
+            "chunks": [e.stats() for e in self.events],
+        }
+
+
+@dataclass
+class StreamingPipeline:
+    """A loaded model family, ready to stream videos."""
+
+    preset: Preset
+    model: CausalWanModel
+    vae: torch.nn.Module
+    text_encoder: TextEncoder
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    dtype: torch.dtype = torch.float32
+    random_init: bool = False
+
+    def __post_init__(self) -> None:
+        self.scheduler = FlowMatchScheduler(self.preset.sampling.shift, self.preset.sampling.num_train_timesteps)
+        self._text_cache: tuple[str, TextContext] | None = None
+
+    @classmethod
+    def from_preset(
+        cls,
+        name: str = "tiny",
+        *,
+        weights_dir: str | None = None,
+        random_init: bool = False,
+        device: str | torch.device | None = None,
+        seed: int = 0,
+    ) -> "StreamingPipeline":
+        from .weights import load_components
+
+        return load_components(name, weights_dir=weights_dir, random_init=random_init, device=device, seed=seed)
+
+    def check_prompt(self, prompt: object) -> str:
+        limit = self.preset.sampling.max_prompt_chars
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise ValueError(f"prompt must be a non-empty string of 1..{limit} characters")
+        if len(prompt) > limit:
+            raise ValueError(f"prompt has {len(prompt)} characters; the allowed range is 1..{limit}")
+        return prompt.strip()
+
+    def check_seconds(self, seconds: object) -> float:
+        limit = self.preset.sampling.max_seconds
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+            raise ValueError(f"seconds={seconds!r} must be a number in (0, {limit}]")
+        if not 0 < seconds <= limit:
+            raise ValueError(f"seconds={seconds!r} is outside the allowed range (0, {limit}]")
+        return float(seconds)
+
+    @staticmethod
+    def check_seed(seed: object) -> int:
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**63:
+            raise ValueError(f"seed={seed!r} must be an integer in 0..{2**63 - 1}")
+        return int(seed)
+
+    def latent_frames(self, seconds: float) -> int:
+        """Whole chunks of latent frames covering `seconds` (first latent = 1 frame, then 4 each)."""
+        cf = self.preset.model.chunk_frames
+        pixel = max(1, round(seconds * self.preset.sampling.fps))
+        latent = 1 + math.ceil((pixel - 1) / 4)
+        return cf * math.ceil(latent / cf)
+
+    def encode_prompt(self, prompt: str) -> TextContext:
+        """Text K/V for every block, cached for the last prompt (the app repeats prompts)."""
+        if self._text_cache is not None and self._text_cache[0] == prompt:
+            return self._text_cache[1]
+        with torch.inference_mode():
+            states = self.text_encoder.encode([prompt]).to(self.device)
+            text = self.model.prepare_text(states)
+        self._text_cache = (prompt, text)
+        return text
+
+    def generate(
+        self,
+        prompt: str,
+        schedule: str | Schedule = "adaptive",
+        seconds: float = 5.0,
+        seed: int = 0,
+        **schedule_params,
+    ) -> Generation:
+        """Validate a request and return its (lazy) `Generation`; nothing runs until iterated."""
+        prompt = self.check_prompt(prompt)
+        seconds = self.check_seconds(seconds)
+        seed = self.check_seed(seed)
+        if isinstance(schedule, str):
+            schedule = make_schedule(schedule, self.preset, **schedule_params)
+        elif schedule_params:
+            raise ValueError("schedule parameters go to make_schedule when schedule is given by name")
+        return Generation(self, prompt, schedule, self.latent_frames(seconds), seed)
+
+    def synchronize(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()

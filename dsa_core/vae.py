@@ -1,0 +1,101 @@
+"""Wan2.1 VAE: latent normalisation, encode, and a decoder that streams latent frames.
+
+diffusers' `AutoencoderKLWan.decode()` clears its causal feature cache at every call, so a
+video decoded chunk by chunk would restart its temporal context at each chunk.
+`StreamingDecoder` drives the same decoder, frame by frame as `AutoencoderKLWan._decode`
+does, but keeps the cache on itself across calls: streamed output equals a whole-video
+decode, and several decoders may share one VAE.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from diffusers import AutoencoderKLWan
+from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+from diffusers.video_processor import VideoProcessor
+
+
+def make_vae(config: dict[str, Any]) -> AutoencoderKLWan:
+    """A randomly initialised VAE from `AutoencoderKLWan` keyword arguments, in eval mode."""
+    return AutoencoderKLWan(**config).eval()
+
+
+def _mean_std(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    shape = (1, vae.config.z_dim, 1, 1, 1)
+    mean = torch.tensor(vae.config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
+    std = torch.tensor(vae.config.latents_std, device=like.device, dtype=like.dtype).view(shape)
+    return mean, std
+
+
+def vae_to_latents(vae: AutoencoderKLWan, z: torch.Tensor) -> torch.Tensor:
+    """Raw VAE latents → model latents, `(z - mean) / std` as in diffusers' WanPipeline."""
+    mean, std = _mean_std(vae, z)
+    return (z - mean) / std
+
+
+def latents_to_vae(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
+    """Model latents → raw VAE latents, the inverse of `vae_to_latents`."""
+    mean, std = _mean_std(vae, latents)
+    return latents * std + mean
+
+
+@torch.no_grad()
+def encode(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
+    """Video [B, 3, 1+4k, H, W] in [-1, 1] → model latents [B, z_dim, 1+k, H/8, W/8].
+
+    Uses the posterior mode (no sampling), so encoding is deterministic.
+    """
+    z = vae.encode(video.to(vae.dtype)).latent_dist.mode()
+    return vae_to_latents(vae, z)
+
+
+class StreamingDecoder:
+    """Decodes one video's latent frames in successive calls, as one `vae.decode` would.
+
+    The causal feature cache lives here, not on the VAE (whose own cache `decode`/`encode`
+    clear), so two decoders can interleave on one VAE without disturbing each other.
+    """
+
+    def __init__(self, vae: AutoencoderKLWan) -> None:
+        self.vae = vae
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new video: the next latent frame decoded is its first."""
+        # One slot per causal conv of the decoder, as `AutoencoderKLWan.clear_cache` allots.
+        self._feat_cache: list[Any] = [None] * self.vae._cached_conv_counts["decoder"]
+        self._first_frame = True
+
+    # No autograd: the cache would otherwise keep every earlier chunk's graph alive.
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Next f model-latent frames [B, C, f, h, w] → pixels [B, 3, T, H, W] in [-1, 1].
+
+        T = 4f, or 4f - 3 when the chunk starts the video (its first latent frame gives 1 frame).
+        """
+        x = self.vae.post_quant_conv(latents_to_vae(self.vae, latents).to(self.vae.dtype))
+        frames = []
+        for i in range(x.shape[2]):
+            frames.append(
+                self.vae.decoder(
+                    x[:, :, i : i + 1],
+                    feat_cache=self._feat_cache,
+                    feat_idx=[0],
+                    first_chunk=self._first_frame,
+                )
+            )
+            self._first_frame = False
+        out = torch.cat(frames, dim=2)
+        if self.vae.config.patch_size is not None:
+            out = unpatchify(out, patch_size=self.vae.config.patch_size)
+        return out.clamp(-1.0, 1.0)
+
+
+def to_uint8_frames(video: torch.Tensor, index: int = 0) -> np.ndarray:
+    """Batch element `index` of a video [B, 3, T, H, W] in [-1, 1] → uint8 frames [T, H, W, 3]."""
+    frames = VideoProcessor().postprocess_video(video[index : index + 1], output_type="np")[0]
+    # The same rounding diffusers applies when it turns float frames into images.
+    return (frames * 255).round().astype(np.uint8)

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks: ffmpeg/ffprobe from apt, then the Python packages.
+# Usage: bash scripts/install.sh          (run the app)
+#        bash scripts/install.sh --dev    (also the test tools)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_packages=()
+command -v ffprobe >/dev/null 2>&1 || apt_packages+=(ffmpeg)
+if [ ${#apt_packages[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${apt_packages[@]}"
+fi
+
+requirements=requirements.txt
+[ "${1:-}" = "--dev" ] && requirements=requirements-dev.txt
+python -m pip install -q -r "$requirements"

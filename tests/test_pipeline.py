@@ -1,0 +1,183 @@
+"""The streaming pipeline on the tiny preset with random weights: events, determinism, control, bad input."""
+
+import json
+import math
+import shutil
+import subprocess
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from dsa_core import generate as cli
+from dsa_core.vae import StreamingDecoder, to_uint8_frames
+
+
+def frames_of(gen):
+    return np.concatenate([e.frames for e in gen])
+
+
+def test_events_carry_what_the_issue_lists(random_pipe):
+    gen = random_pipe.generate("a red ball moves left", "fixed", seconds=5, seed=0, steps=4)
+    events = list(gen)
+    assert len(events) == gen.num_chunks == 7
+    assert [e.frames.shape[0] for e in events] == [9] + [12] * 6
+    assert sum(e.frames.shape[0] for e in events) == gen.num_frames == 81
+    first = events[0]
+    assert first.frames.dtype == np.uint8 and first.frames.shape[1:] == (64, 64, 3)
+    assert first.latents.shape == (1, 16, 3, 8, 8)
+    assert first.steps == 4 and first.timesteps == pytest.approx([1000, 937.5, 833.333, 625], abs=1e-3)
+    assert len(first.confidence) == 4 and all(0 < c < 1 for c in first.confidence)
+    assert [e.nfe for e in events] == [5 * (k + 1) for k in range(7)]  # 4 steps + context pass
+    assert all(e.transformer_ms > 0 and e.decode_ms > 0 for e in events)
+    assert [e.first_frame for e in events] == [0, 9, 21, 33, 45, 57, 69]
+    summary = gen.summary()
+    assert summary["nfe"] == 35 and summary["num_frames"] == 81 and len(summary["chunks"]) == 7
+
+
+def test_streamed_frames_equal_one_full_decode(random_pipe):
+    gen = random_pipe.generate("a blue square", "ffe", seconds=2, seed=3)
+    events = list(gen)
+    latents = torch.cat([e.latents for e in events], dim=2)
+    decoder = StreamingDecoder(random_pipe.vae)
+    whole = to_uint8_frames(decoder.decode(latents))
+    assert np.array_equal(np.concatenate([e.frames for e in events]), whole)
+
+
+def test_same_seed_same_frames_other_seed_other_frames(random_pipe):
+    a = frames_of(random_pipe.generate("a green triangle spins", "adaptive", seconds=2, seed=7))
+    b = frames_of(random_pipe.generate("a green triangle spins", "adaptive", seconds=2, seed=7))
+    c = frames_of(random_pipe.generate("a green triangle spins", "adaptive", seconds=2, seed=8))
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_every_schedule_sees_the_same_initial_noise(random_pipe):
+    """The first step of chunk 0 is the same forward for every schedule (compare tab)."""
+    heads = {
+        name: next(iter(random_pipe.generate("a cyan star", name, seconds=1, seed=5))).head_confidence[0]
+        for name in ("adaptive", "ffe", "diagonal", "fixed", "proxy")
+    }
+    assert len({round(v, 6) for v in heads.values()}) == 1
+
+
+def test_prompt_change_between_chunks(random_pipe):
+    gen = random_pipe.generate("a red ball", "fixed", seconds=5, seed=1, steps=1)
+    events = []
+    for e in gen:
+        events.append(e)
+        if e.index == 1:
+            gen.change_prompt("a yellow star", recache=True)
+    assert [e.prompt for e in events] == ["a red ball"] * 2 + ["a yellow star"] * 5
+    # Re-caching re-runs the two cached chunks once each.
+    assert gen.nfe == 7 * 2 + 2
+
+    plain = random_pipe.generate("a red ball", "fixed", seconds=5, seed=1, steps=1)
+    for e in plain:
+        if e.index == 1:
+            plain.change_prompt("a yellow star", recache=False)
+    assert plain.nfe == 14
+    assert not np.array_equal(plain.events[2].frames, events[2].frames)
+    assert np.array_equal(plain.events[1].frames, events[1].frames)
+
+
+def test_cancel_stops_between_chunks(random_pipe):
+    gen = random_pipe.generate("a purple circle", "fixed", seconds=5, seed=2, steps=1)
+    seen = []
+    for e in gen:
+        seen.append(e.index)
+        if e.index == 1:
+            threading.Thread(target=gen.cancel).start()
+            threading.Event().wait(0.05)
+    assert seen == [0, 1] and gen.cancelled
+    assert gen.summary()["cancelled"] is True
+
+
+def test_longer_than_trained_runs_through_the_rolling_window(random_pipe):
+    seconds = 9.0  # 37 latent frames → 39 (13 chunks) > the 21-frame window
+    gen = random_pipe.generate("an orange hexagon moves right", "fixed", seconds=seconds, seed=4, steps=1)
+    assert gen.latent_frames > random_pipe.preset.sampling.window_frames
+    frames = frames_of(gen)
+    assert frames.shape[0] == gen.num_frames >= seconds * 16
+    assert frames[-12:].std() > 0  # still a picture at the end, not a constant
+
+
+def test_long_prompt_is_truncated_with_a_warning(random_pipe):
+    prompt = " ".join(["a red ball bounces over a striped background"] * 30)
+    with pytest.warns(UserWarning, match="truncat"):
+        events = list(random_pipe.generate(prompt, "fixed", seconds=1, seed=0, steps=1))
+    assert len(events) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"prompt": ""}, r"prompt must be a non-empty string"),
+        ({"prompt": "  \n\t "}, r"prompt must be a non-empty string"),
+        ({"prompt": 42}, r"prompt must be a non-empty string"),
+        ({"prompt": "x" * 5000}, r"prompt has 5000 characters; the allowed range is 1\.\.2000"),
+        ({"schedule": "turbo"}, r"schedule='turbo' is unknown; allowed:"),
+        ({"schedule": "fixed", "steps": 0}, r"steps=0 is outside the allowed range 1\.\.4"),
+        ({"schedule": "fixed", "steps": 5}, r"steps=5 is outside the allowed range 1\.\.4"),
+        ({"seconds": 0}, r"seconds=0 is outside the allowed range \(0, 60\.0\]"),
+        ({"seconds": -2.5}, r"seconds=-2\.5 is outside the allowed range \(0, 60\.0\]"),
+        ({"seconds": 61}, r"seconds=61 is outside the allowed range \(0, 60\.0\]"),
+        ({"seconds": math.nan}, r"seconds=nan must be a number in \(0, 60\.0\]"),
+        ({"seconds": "5"}, r"seconds='5' must be a number in \(0, 60\.0\]"),
+        ({"seed": 1.5}, r"seed=1\.5 must be an integer in 0\.\."),
+        ({"seed": "7"}, r"seed='7' must be an integer in 0\.\."),
+        ({"seed": -1}, r"seed=-1 must be an integer in 0\.\."),
+        ({"seed": True}, r"seed=True must be an integer in 0\.\."),
+        ({"schedule": "diagonal", "counts": "4,0,2"}, r"diagonal counts entry=0 is outside the allowed range 1\.\.4"),
+        ({"schedule": "diagonal", "counts": [4, -2]}, r"diagonal counts entry=-2 is outside the allowed range 1\.\.4"),
+    ],
+)
+def test_bad_input_names_the_parameter_and_range(random_pipe, kwargs, match):
+    args = {"prompt": "a red ball", "schedule": "adaptive", "seconds": 1.0, "seed": 0, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        random_pipe.generate(**args)
+
+
+def test_change_prompt_validates(random_pipe):
+    gen = random_pipe.generate("a red ball", "fixed", seconds=1, seed=0, steps=1)
+    with pytest.raises(ValueError, match="prompt must be a non-empty string"):
+        gen.change_prompt("   ")
+
+
+@pytest.mark.slow
+def test_cli_writes_h264_mp4_and_json(tmp_path, capsys):
+    out = tmp_path / "clip.mp4"
+    rc = cli.main(["--prompt", "a red ball", "--schedule", "diagonal", "--counts", "4,3,2", "--seconds", "2",
+                   "--seed", "3", "--random-init", "--out", str(out)])
+    assert rc == 0
+    assert "RANDOM weights" in capsys.readouterr().err
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["schedule"] == "diagonal" and summary["num_frames"] == 33
+    assert summary["nfe"] == 4 + 3 + 2  # diagonal forcing: no context passes
+    chunk = summary["chunks"][0]
+    assert {"steps", "timesteps", "confidence", "transformer_ms", "decode_ms"} <= chunk.keys()
+    probe = subprocess.run(
+        [shutil.which("ffprobe"), "-v", "error", "-select_streams", "v:0", "-count_frames",
+         "-show_entries", "stream=codec_name,nb_read_frames,width,height", "-of", "json", str(out)],
+        capture_output=True, text=True, check=True,
+    )
+    stream = json.loads(probe.stdout)["streams"][0]
+    assert stream["codec_name"] == "h264"
+    assert int(stream["nb_read_frames"]) == 33
+    assert (stream["width"], stream["height"]) == (64, 64)
+
+
+def test_cli_bad_input_is_a_clear_error(tmp_path, capsys):
+    rc = cli.main(["--prompt", "a red ball", "--schedule", "fixed", "--steps", "7", "--random-init",
+                   "--out", str(tmp_path / "x.mp4")])
+    assert rc == 2
+    assert "steps=7 is outside the allowed range 1..4" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+
+
+def test_cli_without_weights_says_how_to_get_them(tmp_path, capsys):
+    rc = cli.main(["--prompt", "a red ball", "--weights", str(tmp_path / "none"), "--out", str(tmp_path / "x.mp4")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "MANIFEST is missing" in err and "--random-init" in err
