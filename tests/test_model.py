@@ -120,3 +120,27 @@ def test_wan_1_3b_has_the_public_shapes():
     assert shapes["blocks.0.modulation"] == (1, 6, 1536)
     wan = sum(v.numel() for k, v in model.state_dict().items() if not k.startswith("confidence_head."))
     assert 1.40e9 < wan < 1.45e9  # Wan2.1-T2V-1.3B: 1.42 B parameters
+
+
+def test_confidence_head_is_single_query_cross_attention():
+    """The folded head equals per-head attention with explicit value projections of every token."""
+    from torch.nn import functional as F
+
+    from dsa_core.model import ConfidenceHead
+
+    torch.manual_seed(0)
+    d, heads, n_taps, tokens = 24, 4, 3, 10
+    head = ConfidenceHead(d, heads, n_taps, hidden=8)
+    taps = [torch.randn(2, 2 * tokens, d) for _ in range(n_taps)]
+    outs = []
+    for i, x in enumerate(taps):
+        x = F.layer_norm(x.reshape(4, tokens, d), (d,))
+        values = x @ head.value[i].T + head.value_bias[i]  # every token projected
+        hd = d // heads
+        per_head = [
+            ((x @ head.query[i, h]).softmax(-1)[..., None] * values[..., h * hd : (h + 1) * hd]).sum(1)
+            for h in range(heads)
+        ]
+        outs.append(torch.cat(per_head, -1) @ head.out[i].T + head.out_bias[i])
+    expected = head.proj(head.norm(torch.cat(outs, -1))).reshape(2, 2)
+    assert torch.allclose(head(taps, tokens), expected, atol=1e-5)

@@ -2,34 +2,50 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 
 class ConfidenceHead(nn.Module):
-    """At each tapped block a learnable query token attends to the chunk's tokens.
+    """At each tapped block one learnable query token cross-attends to the chunk's tokens.
 
     The tap outputs are concatenated, LayerNorm-ed and projected (Linear → SiLU → Linear)
-    to a single logit.  Attending with one query over a chunk costs O(tokens · dim) per tap,
-    negligible beside a transformer block's O(tokens² · dim).
+    to a single logit.
+
+    The cross-attention is written by hand rather than with `nn.MultiheadAttention`, which
+    projects every token to keys and values (tokens × dim² work, 5% of the tiny model's
+    forward).  With a single query the key projection folds into the query
+    (q·W_k x = (W_kᵀq)·x) and the value projection commutes with the attention average
+    (Σ a_i W_v x_i = W_v Σ a_i x_i): the same function for tokens × dim work per head.  All
+    taps run as one batched einsum so the head adds a handful of kernels, not dozens.
     """
 
     def __init__(self, dim: int, num_heads: int, num_taps: int, hidden: int) -> None:
         super().__init__()
-        self.queries = nn.Parameter(torch.randn(num_taps, 1, dim) / dim**0.5)
-        self.attn = nn.ModuleList(nn.MultiheadAttention(dim, num_heads, batch_first=True) for _ in range(num_taps))
+        self.num_heads = num_heads
+        bound = 1 / math.sqrt(dim)  # nn.Linear's default init range
+        self.query = nn.Parameter(torch.randn(num_taps, num_heads, dim) * bound)  # W_kᵀq per head
+        self.value = nn.Parameter(torch.empty(num_taps, dim, dim).uniform_(-bound, bound))
+        self.value_bias = nn.Parameter(torch.zeros(num_taps, dim))
+        self.out = nn.Parameter(torch.empty(num_taps, dim, dim).uniform_(-bound, bound))
+        self.out_bias = nn.Parameter(torch.zeros(num_taps, dim))
         self.norm = nn.LayerNorm(num_taps * dim)
         self.proj = nn.Sequential(nn.Linear(num_taps * dim, hidden), nn.SiLU(), nn.Linear(hidden, 1))
 
     def forward(self, taps: list[torch.Tensor], chunk_tokens: int) -> torch.Tensor:
         """`taps[i]`: `[B, S, dim]` block outputs; returns logits `[B, S // chunk_tokens]`."""
         b, s, d = taps[0].shape
-        n_chunks = s // chunk_tokens
-        pooled = []
-        for query, attn, x in zip(self.queries, self.attn, taps):
-            x = x.reshape(b * n_chunks, chunk_tokens, d)
-            q = query.expand(b * n_chunks, 1, d)
-            out, _ = attn(q, x, x, need_weights=False)
-            pooled.append(out[:, 0])
-        logits = self.proj(self.norm(torch.cat(pooled, dim=-1)))
-        return logits.reshape(b, n_chunks)
+        k, h = len(taps), self.num_heads
+        n = b * (s // chunk_tokens)
+        x = F.layer_norm(torch.stack(taps).reshape(k, n, chunk_tokens, d), (d,))
+        weights = torch.einsum("khd,kntd->knht", self.query.to(x.dtype), x).softmax(dim=-1)
+        pooled = torch.einsum("knht,kntd->knhd", weights, x)  # one pooled token per head
+        # Head h applies only its own rows of W_v to its own pooled token.
+        values = torch.einsum("knhd,khed->knhe", pooled, self.value.view(k, h, d // h, d)).reshape(k, n, d)
+        values = values + self.value_bias[:, None]
+        out = torch.einsum("knd,ked->kne", values, self.out) + self.out_bias[:, None]
+        logits = self.proj(self.norm(out.permute(1, 0, 2).reshape(n, k * d)))
+        return logits.reshape(b, s // chunk_tokens)
