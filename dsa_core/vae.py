@@ -23,6 +23,27 @@ def make_vae(config: dict[str, Any]) -> AutoencoderKLWan:
     return AutoencoderKLWan(**config).eval()
 
 
+def _mkldnn_conv3d(self: torch.nn.Conv3d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+    if x.device.type == "cpu" and x.dtype == torch.float32 and self.padding_mode == "zeros":
+        return torch.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation, self.groups)
+    return torch.nn.Conv3d._conv_forward(self, x, weight, bias)
+
+
+def use_fast_cpu_conv3d(vae: AutoencoderKLWan) -> AutoencoderKLWan:
+    """Route the VAE's 3-D convolutions through oneDNN on the CPU.
+
+    PyTorch's CPU convolution picks its slow native kernel when batch·channels·frames·height
+    ≤ 20480 (a heuristic tuned for 2-D images), which is every conv of a small VAE decoding
+    one video frame by frame; oneDNN computes the same result about 14× faster.  Nothing in
+    torch or diffusers exposes that choice, hence the per-module override.
+    """
+    if torch.backends.mkldnn.is_available():
+        for module in vae.modules():
+            if isinstance(module, torch.nn.Conv3d):
+                module._conv_forward = _mkldnn_conv3d.__get__(module)
+    return vae
+
+
 def _mean_std(vae: AutoencoderKLWan, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     shape = (1, vae.config.z_dim, 1, 1, 1)
     mean = torch.tensor(vae.config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
@@ -60,7 +81,7 @@ class StreamingDecoder:
     """
 
     def __init__(self, vae: AutoencoderKLWan) -> None:
-        self.vae = vae
+        self.vae = use_fast_cpu_conv3d(vae)
         self.reset()
 
     def reset(self) -> None:
