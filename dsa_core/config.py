@@ -102,12 +102,6 @@ class SamplingConfig:
             raise ValueError(f"steps={n} is outside the allowed range 1..{self.max_steps}")
         return self.raw_steps_by_count[n]
 
-    def latent_frames_for(self, seconds: float) -> int:
-        """Latent frames (a whole number of chunks) that cover `seconds` of video."""
-        pixel_frames = seconds * self.fps
-        latent = 1 + max(0, -(-(int(round(pixel_frames)) - 1) // 4))
-        return latent
-
     def validate(self, chunk_frames: int) -> None:
         if self.window_frames % chunk_frames or self.sink_frames % chunk_frames:
             raise ValueError(
@@ -159,7 +153,7 @@ class Preset:
         self.model.validate()
         self.sampling.validate(self.model.chunk_frames)
 
-    def with_overrides(self, **sampling: Any) -> "Preset":
+    def with_overrides(self, **sampling: Any) -> Preset:
         return replace(self, sampling=replace(self.sampling, **sampling))
 
 

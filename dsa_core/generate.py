@@ -44,7 +44,9 @@ def parser() -> argparse.ArgumentParser:
         choices=list(SCHEDULES),
         help="; ".join(f"{k}: {v.help}" for k, v in SCHEDULES.items()),
     )
-    p.add_argument("--steps", type=int, help="fixed: steps per chunk; ffe: steps after chunk 0; adaptive/proxy: max steps")
+    p.add_argument(
+        "--steps", type=int, help="fixed: steps per chunk; ffe: steps after chunk 0; adaptive/proxy: max steps"
+    )
     p.add_argument("--counts", help="diagonal: per-chunk step counts, the last repeated (e.g. 4,3,2)")
     p.add_argument("--margin", type=float, help="adaptive/proxy: stop when conf >= previous chunk's - margin")
     p.add_argument("--tol", type=float, help="adaptive/proxy: stop when conf changed less than tol")

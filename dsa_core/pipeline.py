@@ -32,6 +32,7 @@ class ChunkResult:
     confidence: list[float]  # what the schedule acted on, after every step
     head_confidence: list[float]  # the confidence head's sigmoid, after every step
     nfe: int  # transformer forwards, context pass included
+    conf_logits: torch.Tensor  # the head's logits at the last step, `[B, 1]` (with grad in training)
 
 
 def denoise_chunk(
@@ -44,8 +45,13 @@ def denoise_chunk(
     chunk: int,
     start_frame: int,
     generator: torch.Generator,
+    grad: bool = False,
 ) -> ChunkResult:
-    """Denoise one chunk from `noise`, then leave its K/V in `cache` for the next chunks."""
+    """Denoise one chunk from `noise`, then leave its K/V in `cache` for the next chunks.
+
+    With `grad` (the Self-Forcing training rollout) the last step of the schedule runs with
+    autograd and every other forward without, so the gradient reaches the exit step only.
+    """
     b, _, frames = noise.shape[:3]
     timesteps = schedule.timesteps(chunk)
     x, x0, prev_x0 = noise, noise, None
@@ -53,10 +59,11 @@ def denoise_chunk(
     conf: list[float] = []
     head_conf: list[float] = []
     for j, t in enumerate(timesteps):
-        out = model(x, noise.new_full((b, frames), t), text, cache=cache, start_frame=start_frame)
+        with torch.set_grad_enabled(grad and j + 1 == len(timesteps)):
+            out = model(x, noise.new_full((b, frames), t), text, cache=cache, start_frame=start_frame)
         sigma = scheduler.sigma(t)
         x0 = scheduler.to_x0(x, out.flow, sigma)
-        head = float(torch.sigmoid(out.conf_logits.float()).mean())
+        head = float(torch.sigmoid(out.conf_logits.detach().float()).mean())
         visited.append(t)
         head_conf.append(head)
         conf.append(schedule.confidence(head, x0, prev_x0))
@@ -68,19 +75,62 @@ def denoise_chunk(
     nfe = len(visited)
     if schedule.context_pass:
         t_ctx = schedule.context_t
-        x_ctx = renoise(scheduler, x0, scheduler.sigma(t_ctx), generator) if t_ctx > 0 else x0
-        model(x_ctx, noise.new_full((b, frames), t_ctx), text, cache=cache, start_frame=start_frame)
+        with torch.no_grad():
+            clean = x0.detach()
+            x_ctx = renoise(scheduler, clean, scheduler.sigma(t_ctx), generator) if t_ctx > 0 else clean
+            model(x_ctx, noise.new_full((b, frames), t_ctx), text, cache=cache, start_frame=start_frame)
         nfe += 1
     # Without a context pass the slots keep the K/V of the last, still noisy, forward:
     # diagonal forcing.
     cache.commit()
-    return ChunkResult(x0=x0, timesteps=visited, confidence=conf, head_confidence=head_conf, nfe=nfe)
+    return ChunkResult(x0, visited, conf, head_conf, nfe, out.conf_logits)
 
 
 def renoise(scheduler: FlowMatchScheduler, x0: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
     """Re-noise x0 to σ with fresh noise drawn on the CPU, so every device sees the same noise."""
     noise = torch.randn(x0.shape, generator=generator, dtype=torch.float32).to(x0.device, x0.dtype)
     return scheduler.add_noise(x0, noise, sigma)
+
+
+class Rollout:
+    """The autoregressive loop over chunks, at the latent level; shared by inference and training.
+
+    Holds the KV cache and two random streams: one for each chunk's initial noise (so every
+    schedule starts each chunk from the same noise) and one for re-noising between steps.
+    """
+
+    def __init__(
+        self,
+        model: CausalWanModel,
+        scheduler: FlowMatchScheduler,
+        schedule: Schedule,
+        preset: Preset,
+        seed: int | torch.Generator,
+        batch: int = 1,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        grad: bool = False,
+    ) -> None:
+        s, cf = preset.sampling, preset.model.chunk_frames
+        self.model, self.scheduler, self.schedule, self.grad = model, scheduler, schedule, grad
+        self.shape = (batch, preset.model.in_dim, cf, s.height // 8, s.width // 8)
+        self.device, self.dtype = torch.device(device), dtype
+        if isinstance(seed, torch.Generator):  # training: derive both streams from the step's generator
+            seed = int(torch.randint(0, 2**62, (1,), generator=seed))
+        self.noise_gen = torch.Generator().manual_seed(seed)
+        self.renoise_gen = torch.Generator().manual_seed((seed * 2654435761 + 1) % 2**63)
+        self.cache = model.new_cache(s.height // 8, s.width // 8, s.window_frames, s.sink_frames)
+        self.chunk = 0
+        schedule.reset()
+
+    def next_chunk(self, text: TextContext) -> ChunkResult:
+        noise = torch.randn(self.shape, generator=self.noise_gen).to(self.device, self.dtype)
+        k, cf = self.chunk, self.shape[2]
+        result = denoise_chunk(
+            self.model, self.scheduler, self.schedule, text, self.cache, noise, k, k * cf, self.renoise_gen, self.grad
+        )
+        self.chunk += 1
+        return result
 
 
 @dataclass
@@ -136,7 +186,7 @@ class Generation:
 
     def __init__(
         self,
-        pipe: "StreamingPipeline",
+        pipe: StreamingPipeline,
         prompt: str,
         schedule: Schedule,
         latent_frames: int,
@@ -174,15 +224,12 @@ class Generation:
         pipe = self.pipe
         p = pipe.preset
         model, scheduler = pipe.model, pipe.scheduler
-        cf, h, w = p.model.chunk_frames, p.sampling.height // 8, p.sampling.width // 8
-        noise_gen = torch.Generator().manual_seed(self.seed)
-        # A second stream for re-noising, so every schedule sees the same initial noise per chunk.
-        renoise_gen = torch.Generator().manual_seed((self.seed * 2654435761 + 1) % 2**63)
-        cache = model.new_cache(h, w, p.sampling.window_frames, p.sampling.sink_frames)
+        cf = p.model.chunk_frames
+        rollout = Rollout(model, scheduler, self.schedule, p, self.seed, device=pipe.device, dtype=pipe.dtype)
+        cache = rollout.cache
         decoder = StreamingDecoder(pipe.vae)
         window_chunks, sink_chunks = p.sampling.window_frames // cf, p.sampling.sink_frames // cf
         cached: list[_CachedChunk] = []
-        self.schedule.reset()
         start = time.perf_counter()
         with torch.inference_mode():
             text = pipe.encode_prompt(self._prompt)
@@ -198,14 +245,10 @@ class Generation:
                     text = pipe.encode_prompt(self._prompt)
                     if change[1]:
                         self.nfe += self._recache(cache, text, cached)
-                noise = torch.randn((1, p.model.in_dim, cf, h, w), generator=noise_gen).to(pipe.device, pipe.dtype)
-                result = denoise_chunk(
-                    model, scheduler, self.schedule, text, cache, noise, k, k * cf, renoise_gen
-                )
+                result = rollout.next_chunk(text)
                 self.nfe += result.nfe
-                cached.append(
-                    _CachedChunk(result.x0, k * cf, self.schedule.context_pass, self.schedule.context_t, result.timesteps[-1])
-                )
+                s = self.schedule
+                cached.append(_CachedChunk(result.x0, k * cf, s.context_pass, s.context_t, result.timesteps[-1]))
                 if len(cached) > window_chunks:  # mirror the cache's eviction
                     del cached[sink_chunks]
                 t1 = pipe.synchronize()
@@ -286,7 +329,7 @@ class StreamingPipeline:
         random_init: bool = False,
         device: str | torch.device | None = None,
         seed: int = 0,
-    ) -> "StreamingPipeline":
+    ) -> StreamingPipeline:
         from .weights import load_components
 
         return load_components(name, weights_dir=weights_dir, random_init=random_init, device=device, seed=seed)

@@ -74,6 +74,18 @@ class Fixed(Schedule):
         return {**super().describe(), "steps": self.steps}
 
 
+class Timesteps(Schedule):
+    """An explicit timestep list for every chunk: the exit schedule of training rollouts."""
+
+    name = "timesteps"
+
+    def __init__(self, timesteps: Sequence[float]) -> None:
+        self._t = list(timesteps)
+
+    def timesteps(self, chunk: int) -> list[float]:
+        return list(self._t)
+
+
 class FFE(Schedule):
     """First-frame enhancement (SAD): the full list for chunk 0, a short sub-list afterwards."""
 
@@ -228,7 +240,8 @@ class Proxy(Adaptive):
 
 
 def _check_fraction(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= 1:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or not 0 <= value <= 1:
         raise ValueError(f"{name}={value!r} is outside the allowed range 0..1")
     return float(value)
 
@@ -256,5 +269,7 @@ def make_schedule(name: str, preset: Preset, **params) -> Schedule:
     allowed = [p for p in inspect.signature(factory).parameters if p != "preset"]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise ValueError(f"schedule {name!r} takes no parameter {unknown[0]!r}; allowed: {', '.join(allowed) or 'none'}")
+        raise ValueError(
+            f"schedule {name!r} takes no parameter {unknown[0]!r}; allowed: {', '.join(allowed) or 'none'}"
+        )
     return factory(preset, **params)

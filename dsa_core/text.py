@@ -172,7 +172,7 @@ class TextEncoder(nn.Module):
         text_len: int,
         dtype: torch.dtype = torch.bfloat16,
         local_files_only: bool = False,
-    ) -> "TextEncoder":
+    ) -> TextEncoder:
         """Load from a folder holding both, or from a local Wan2.1 Diffusers checkpoint with
         `tokenizer/` and `text_encoder/` subfolders.  The default dtype is Wan2.1's `t5_dtype`."""
         path = Path(path)
@@ -204,10 +204,8 @@ class TextEncoder(nn.Module):
         batch = self.tokenizer(
             prompts, padding="max_length", max_length=self.text_len, truncation=True, return_tensors="pt"
         ).to(self.model.device)
-        # The encoder is frozen in Wan2.1; a `with` block rather than the decorator keeps the
-        # truncation warning's stacklevel pointing at the caller.
-        with torch.no_grad():
-            states = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
+        # Gradients flow when the caller enables them: the tiny encoder trains with its teacher.
+        states = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).last_hidden_state
         return states.masked_fill(~batch.attention_mask.bool().unsqueeze(-1), 0.0)
 
 

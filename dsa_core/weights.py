@@ -8,7 +8,9 @@ Every file is hash-checked before anything is deserialised; only safetensors is 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 from pathlib import Path
 
 import torch
@@ -76,6 +78,22 @@ def load_transformer(preset: Preset, path: Path) -> CausalWanModel:
     return model
 
 
+def check_config(preset: Preset, path: Path) -> None:
+    """The shipped weights were trained for exactly this preset's architecture and resolution."""
+    shipped = json.loads(path.read_text())
+    expected = json.loads(json.dumps({
+        "model": dataclasses.asdict(preset.model), "height": preset.sampling.height, "width": preset.sampling.width,
+    }))
+    for key in ("height", "width"):
+        if shipped.get(key) != expected[key]:
+            raise ValueError(f"{path}: {key}={shipped.get(key)} but preset {preset.name!r} has {expected[key]}")
+    for key, value in expected["model"].items():
+        if shipped["model"].get(key) != value:
+            raise ValueError(
+                f"{path}: model.{key}={shipped['model'].get(key)!r} but preset {preset.name!r} has {value!r}"
+            )
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -112,6 +130,7 @@ def load_components(
                 f"{err}. Train the weights with `python -m dsa_core.train`, or pass --random-init "
                 "to run the architecture with random weights."
             ) from None
+        check_config(preset, folder / "config.json")
         model = load_transformer(preset, folder / "transformer.safetensors")
         from diffusers import AutoencoderKLWan
 

@@ -18,7 +18,8 @@ def test_grid_matches_diffusers():
     assert torch.allclose(ours.sigmas.float(), ref.sigmas[:1000].float(), atol=1e-6)
     raw = [1.0, 0.75, 0.5, 0.25]
     ref.set_timesteps(sigmas=raw)
-    assert torch.allclose(torch.tensor(ours.warp([1000 * s for s in raw]), dtype=torch.float64), ref.timesteps.double(), atol=1e-3)
+    warped = torch.tensor(ours.warp([1000 * s for s in raw]), dtype=torch.float64)
+    assert torch.allclose(warped, ref.timesteps.double(), atol=1e-3)
 
 
 def test_x0_flow_round_trip():

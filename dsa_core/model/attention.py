@@ -122,9 +122,12 @@ class KVCache:
             self.v[block] = v.new_zeros(shape)
         if end > self.k[block].shape[1]:
             raise RuntimeError("KVCache.make_room was not called before writing a chunk")
-        self.k[block][:, start:end] = k
-        self.v[block][:, start:end] = v
+        # The buffer holds values only: a later in-place write must not touch a saved graph.
+        self.k[block][:, start:end] = k.detach()
+        self.v[block][:, start:end] = v.detach()
         self.pending = k.shape[1] // self.frame_tokens
+        if k.requires_grad or v.requires_grad:  # a training rollout's exit step
+            return (torch.cat([self.k[block][:, :start], k], 1), torch.cat([self.v[block][:, :start], v], 1))
         return self.k[block][:, :end], self.v[block][:, :end]
 
     def commit(self) -> None:

@@ -1,0 +1,17 @@
+"""`python -m dsa_core.train <stage>`: the recipe that reproduces every weight of the tiny model.
+
+Stages, in order: `vae` → `teacher` (umT5 text encoder + bidirectional teacher) → `ode`
+(CausVid init of the causal student) → `dmd` (Self-Forcing DMD + DSA confidence loss) →
+`export` (assemble `weights/tiny` with its MANIFEST).  Each stage resumes from its last
+checkpoint with `--resume` and runs unchanged under `torchrun --nproc_per_node N`.
+"""
+
+from .common import Stage
+from .dmd import DmdStage
+from .ode import OdeStage
+from .teacher import TeacherStage
+from .vae import VaeStage
+
+STAGES: dict[str, type[Stage]] = {s.name: s for s in (VaeStage, TeacherStage, OdeStage, DmdStage)}
+
+__all__ = ["STAGES", "Stage"]

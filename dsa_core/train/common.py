@@ -1,0 +1,324 @@
+"""What every training stage shares: configs, distributed ranks, checkpoints, loss logs, the loop.
+
+A stage is a small class (`Stage`) that builds its modules and optimizers and knows how to
+take one step.  `run_stage` does the rest the same way for every stage: resume from the last
+checkpoint, draw each step's randomness from (seed, step, rank) so a resumed run takes
+exactly the steps an uninterrupted one would, average gradients across ranks, write
+checkpoints atomically, log losses (JSONL + PNG) and export the final weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import tomllib
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from ..config import TINY, ModelConfig, Preset
+
+
+@dataclass
+class StageConfig:
+    """Fields every stage has; stages add their own.  Defaults are the shipped recipe."""
+
+    steps: int = 1000
+    batch_size: int = 8
+    lr: float = 1e-4
+    seed: int = 0
+    ckpt_every: int = 100
+    log_every: int = 10
+    out_dir: str = "runs/tiny"
+    height: int = 64
+    width: int = 64
+    latent_frames: int = 21
+    # Overrides of the tiny preset's ModelConfig fields (toy configs in the tests use this).
+    model: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "ckpt_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr={self.lr} must be a positive number")
+        if self.height % 16 or self.width % 16 or self.height < 32 or self.width < 32:
+            raise ValueError(
+                f"height={self.height}, width={self.width}: each must be a multiple of 16 and at least 32 "
+                "(the VAE downsamples 8×, the DiT patches 2×)"
+            )
+        cf = self.preset().model.chunk_frames
+        if self.latent_frames < cf or self.latent_frames % cf:
+            raise ValueError(f"latent_frames={self.latent_frames} must be a positive multiple of chunk_frames={cf}")
+        self.preset().validate()
+
+    def preset(self) -> Preset:
+        """The tiny preset with this config's resolution and model overrides."""
+        known = {f.name for f in dataclasses.fields(ModelConfig)}
+        unknown = sorted(set(self.model) - known)
+        if unknown:
+            raise ValueError(f"model.{unknown[0]} is not a ModelConfig field; allowed: {', '.join(sorted(known))}")
+        model = dataclasses.replace(TINY.model, **self.model)
+        sampling = dataclasses.replace(TINY.sampling, height=self.height, width=self.width)
+        return dataclasses.replace(TINY, model=model, sampling=sampling)
+
+    @property
+    def num_frames(self) -> int:
+        return 1 + 4 * (self.latent_frames - 1)
+
+
+def load_config(cls: type[StageConfig], path: str | Path | None) -> StageConfig:
+    """Defaults overridden by a JSON or TOML file; unknown keys and wrong types are refused."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"config file {path} does not exist")
+        text = path.read_text()
+        try:
+            data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+        except (ValueError, tomllib.TOMLDecodeError) as err:
+            kind = "TOML" if path.suffix == ".toml" else "JSON"
+            raise ValueError(f"config file {path} is not valid {kind}: {err}") from None
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key, value in data.items():
+        if key not in fields:
+            raise ValueError(f"config key {key!r} is unknown for this stage; allowed: {', '.join(sorted(fields))}")
+        expected = type(getattr(cls(), key))
+        ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            ok, data[key] = True, float(value)
+        if not ok:
+            raise ValueError(f"config key {key!r} must be of type {expected.__name__}, got {value!r}")
+    cfg = cls(**data)
+    cfg.validate()
+    return cfg
+
+
+@dataclass
+class Run:
+    """Where this process sits in a (possibly distributed) run."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Run:
+        """Join the process group torchrun describes (gloo on CPU, nccl on CUDA), if any."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world == 1:
+            return cls(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        cuda = torch.cuda.is_available()
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if cuda else "gloo")
+        rank = dist.get_rank()
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0"))) if cuda else torch.device("cpu")
+        if cuda:
+            torch.cuda.set_device(device)
+        return cls(rank, dist.get_world_size(), device)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+
+def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
+    """All randomness of one step on one rank, independent of how the run got there."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1009 + rank)
+
+
+def average_gradients(params: list[nn.Parameter], run: Run) -> None:
+    """All-reduce gradients to their mean across ranks.
+
+    By hand instead of DistributedDataParallel: DDP's reducer expects one forward per
+    backward, while a Self-Forcing rollout calls the generator once per chunk with grad.
+    Parameters without a gradient this step count as zeros, so every rank reduces the same
+    buffers in the same order.
+    """
+    if run.world_size == 1:
+        return
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= run.world_size
+    offset = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[offset : offset + n].view_as(p).clone()
+        offset += n
+
+
+def broadcast_parameters(modules: list[nn.Module], run: Run) -> None:
+    """Start every rank from rank 0's weights."""
+    if run.world_size == 1:
+        return
+    for m in modules:
+        for t in list(m.parameters()) + list(m.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Write-then-rename: a crash leaves the previous checkpoint intact, never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    torch.save(state, tmp)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class LossLog:
+    """Loss values per step in JSONL, and a PNG of their curves."""
+
+    def __init__(self, folder: Path, resume_step: int) -> None:
+        self.path = folder / "losses.jsonl"
+        self.png = folder / "losses.png"
+        self.rows: list[dict] = []
+        if self.path.is_file():
+            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+            self.rows = [r for r in rows if r["step"] < resume_step]  # drop steps the checkpoint lost
+        folder.mkdir(parents=True, exist_ok=True)
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def add(self, step: int, losses: dict[str, float]) -> None:
+        row = {"step": step, **{k: float(v) for k, v in losses.items()}}
+        self.rows.append(row)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def plot(self, title: str) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        keys = sorted({k for r in self.rows for k in r if k != "step"})
+        if not keys:
+            return
+        fig, axes = plt.subplots(len(keys), 1, figsize=(7, 2.2 * len(keys)), squeeze=False)
+        for ax, key in zip(axes[:, 0], keys):
+            pts = [(r["step"], r[key]) for r in self.rows if key in r]
+            steps, values = zip(*pts)
+            ax.plot(steps, values, lw=0.6, alpha=0.4, color="tab:blue")
+            window = max(1, len(values) // 50)
+            smooth = [sum(values[max(0, i - window + 1) : i + 1]) / len(values[max(0, i - window + 1) : i + 1])
+                      for i in range(len(values))]
+            ax.plot(steps, smooth, lw=1.4, color="tab:blue")
+            ax.set_ylabel(key)
+            ax.grid(alpha=0.3)
+        axes[-1, 0].set_xlabel("step")
+        fig.suptitle(title)
+        fig.tight_layout()
+        fig.savefig(self.png, dpi=90)
+        plt.close(fig)
+
+
+class Stage:
+    """One training stage.  Subclasses set `name` and `Config` and fill in the hooks."""
+
+    name: ClassVar[str]
+    Config: ClassVar[type[StageConfig]]
+    needs: ClassVar[tuple[str, ...]] = ()  # stages whose exported weights this one loads
+
+    def __init__(self, cfg: StageConfig, run: Run) -> None:
+        self.cfg = cfg
+        self.run = run
+        self.preset = cfg.preset()
+
+    @property
+    def folder(self) -> Path:
+        return Path(self.cfg.out_dir) / self.name
+
+    @staticmethod
+    def final_dir(cfg: StageConfig, stage: str) -> Path:
+        return Path(cfg.out_dir) / stage / "final"
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Everything a checkpoint must hold (trained modules and their EMAs)."""
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
+        raise NotImplementedError
+
+    def export(self, folder: Path) -> None:
+        """Write the stage's result in the format later stages and the app load."""
+        raise NotImplementedError
+
+
+def run_stage(stage: Stage, resume: bool = False) -> list[dict]:
+    """Train `stage` to its configured number of steps; returns the loss rows of this call."""
+    cfg, run = stage.cfg, stage.run
+    ckpt = stage.folder / "checkpoint.pt"
+    start = 0
+    if ckpt.is_file() and not resume:
+        raise ValueError(f"{ckpt} exists: pass --resume to continue it, or choose another out_dir")
+    if ckpt.is_file():
+        state = load_checkpoint(ckpt)
+        # A run may be extended (more steps) or logged differently; anything else would mix recipes.
+        free = {"steps", "ckpt_every", "log_every"}
+        changed = sorted(
+            k for k, v in dataclasses.asdict(cfg).items() if k not in free and state["config"].get(k) != v
+        )
+        if changed:
+            raise ValueError(f"{ckpt} was written with another config (differs in: {', '.join(changed)}); "
+                             "use the same config, or another out_dir")
+        for name, module in stage.modules().items():
+            module.load_state_dict(state["modules"][name])
+        for name, opt in stage.optimizers().items():
+            opt.load_state_dict(state["optimizers"][name])
+        start = state["step"]
+    else:
+        broadcast_parameters(list(stage.modules().values()), run)
+    log = LossLog(stage.folder, start) if run.main else None
+    rows = []
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc=stage.name, disable=not run.main)
+    for step in bar:
+        losses = stage.train_step(step, step_generator(cfg.seed, step, run.rank))
+        rows.append({"step": step, **losses})
+        if log is not None:
+            if step % cfg.log_every == 0 or step + 1 == cfg.steps:
+                log.add(step, losses)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in losses.items()})
+        done = step + 1
+        if done % cfg.ckpt_every == 0 or done == cfg.steps:
+            if run.main:
+                save_checkpoint(ckpt, {
+                    "step": done,
+                    "config": dataclasses.asdict(cfg),
+                    "modules": {k: m.state_dict() for k, m in stage.modules().items()},
+                    "optimizers": {k: o.state_dict() for k, o in stage.optimizers().items()},
+                })
+                log.plot(f"{stage.name} ({done}/{cfg.steps} steps)")
+            run.barrier()
+    if run.main and (rows or not Stage.final_dir(cfg, stage.name).is_dir()):
+        stage.export(Stage.final_dir(cfg, stage.name))
+    run.barrier()
+    return rows

@@ -1,0 +1,69 @@
+"""Training data from the procedural world: pixel clips, and a cache of their VAE latents."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..vae import encode
+from ..world import WorldConfig, render_clip, train_seed
+
+
+def world_config(height: int, width: int, num_frames: int) -> WorldConfig:
+    return WorldConfig(height=height, width=width, num_frames=num_frames)
+
+
+def to_video_tensor(frames: list[np.ndarray]) -> torch.Tensor:
+    """uint8 clips [T, H, W, 3] → float video [B, 3, T, H, W] in [-1, 1]."""
+    x = torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3).float()
+    return x / 127.5 - 1.0
+
+
+def random_indices(g: torch.Generator, n: int, high: int) -> list[int]:
+    return torch.randint(0, high, (n,), generator=g).tolist()
+
+
+def pixel_batch(g: torch.Generator, batch: int, cfg: WorldConfig) -> torch.Tensor:
+    """A batch of freshly rendered training clips, chosen by `g`."""
+    return to_video_tensor([render_clip(train_seed(i), cfg).frames for i in random_indices(g, batch, 10**8)])
+
+
+class LatentCache:
+    """VAE latents and captions of `n` training clips, computed once and kept on disk.
+
+    The teacher sees each clip many times; encoding 81 frames costs more than a teacher
+    step, so it is done once.
+    """
+
+    def __init__(self, latents: torch.Tensor, captions: list[str]) -> None:
+        self.latents = latents  # float16 [N, C, F, h, w]
+        self.captions = captions
+
+    def __len__(self) -> int:
+        return len(self.captions)
+
+    def batch(self, g: torch.Generator, size: int) -> tuple[torch.Tensor, list[str]]:
+        idx = random_indices(g, size, len(self))
+        return self.latents[idx].float(), [self.captions[i] for i in idx]
+
+    @classmethod
+    def load(cls, path: Path) -> LatentCache:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        return cls(state["latents"], state["captions"])
+
+    @staticmethod
+    def build(path: Path, vae, n: int, cfg: WorldConfig, batch: int = 8) -> None:
+        """Render and encode training clips 0..n-1 into `path` (written atomically)."""
+        latents, captions = [], []
+        with torch.no_grad():
+            for start in tqdm(range(0, n, batch), desc="encoding world clips"):
+                clips = [render_clip(train_seed(i), cfg) for i in range(start, min(n, start + batch))]
+                latents.append(encode(vae, to_video_tensor([c.frames for c in clips])).half())
+                captions += [c.caption for c in clips]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"latents": torch.cat(latents), "captions": captions}, tmp)
+        tmp.replace(path)

@@ -1,0 +1,201 @@
+"""Stage `dmd`: Self-Forcing DMD with the DSA confidence loss (DESIGN §6).
+
+Each generator step rolls the student out autoregressively with its KV cache exactly as at
+inference (`pipeline.Rollout`), exiting every chunk after a step count drawn per rollout,
+with gradient at that exit step only.  The distribution-matching gradient compares the
+teacher's guided x0 (real score) with a critic's x0 (fake score) at a random noise level;
+the confidence head learns, per chunk, how far the student's x0 is from the teacher's.
+The critic learns the student's distribution with the plain flow loss, `critic_steps`
+times per generator step.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..model import CausalWanModel
+from ..pipeline import Rollout
+from ..scheduler import FlowMatchScheduler
+from ..schedules import Timesteps
+from ..world import caption_corpus
+from .common import Stage, StageConfig, average_gradients, ema_update
+from .teacher import flow_loss, load_teacher, sample_sigmas
+
+
+@dataclass
+class DmdConfig(StageConfig):
+    steps: int = 400
+    batch_size: int = 4
+    lr: float = 2e-5
+    critic_lr: float = 4e-5
+    critic_steps: int = 5
+    cfg_scale: float = 3.0
+    ema_decay: float = 0.99
+    # Range of the DMD noise level, as a fraction of the shifted grid.
+    min_t: float = 0.02
+    max_t: float = 0.98
+    # L = L_DMD + conf_weight · (c·sg(d) − λ·log c), λ = conf_lambda × running mean of d.
+    conf_weight: float = 1.0
+    conf_lambda: float = 0.5
+    captions: int = 20000
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.min_t < self.max_t <= 1:
+            raise ValueError(f"min_t={self.min_t}, max_t={self.max_t} must satisfy 0 <= min_t < max_t <= 1")
+        if self.critic_steps < 1:
+            raise ValueError(f"critic_steps={self.critic_steps} must be >= 1")
+
+
+class RunningMean(torch.nn.Module):
+    """An exponential running mean kept as a buffer, so checkpoints carry it."""
+
+    def __init__(self, momentum: float = 0.9) -> None:
+        super().__init__()
+        self.momentum = momentum
+        self.register_buffer("value", torch.zeros(()))
+        self.register_buffer("count", torch.zeros((), dtype=torch.long))
+
+    def update(self, x: float) -> float:
+        m = self.momentum if self.count > 0 else 0.0
+        self.value.mul_(m).add_((1 - m) * x)
+        self.count += 1
+        return float(self.value)
+
+
+def exit_lists(preset) -> list[list[float]]:
+    """Every step list a schedule at inference can end a chunk on: prefixes of the full list
+    (adaptive stops early) and the shorter lists of fixed(n) / FFE."""
+    s = preset.sampling
+    warp = FlowMatchScheduler(s.shift).warp
+    lists = {tuple(warp(s.raw_steps[:n])) for n in range(1, s.max_steps + 1)}
+    lists |= {tuple(warp(s.steps_for(n))) for n in range(1, s.max_steps + 1)}
+    return [list(x) for x in sorted(lists)]
+
+
+def confidence_loss(logits: torch.Tensor, d: torch.Tensor, lam: float) -> torch.Tensor:
+    """DSA's quality-aware confidence loss: c·sg(d) − λ·log c, minimised at c = min(1, λ/d)."""
+    c = torch.sigmoid(logits)
+    return (c * d.detach() - lam * torch.nn.functional.logsigmoid(logits)).mean()
+
+
+def dmd_loss(x0: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> torch.Tensor:
+    """½‖x0 − sg(x0 − g)‖² with g = (x0_fake − x0_real) / mean|x0 − x0_real| (per sample)."""
+    dims = tuple(range(1, x0.ndim))
+    scale = (x0.detach() - x0_real).abs().mean(dim=dims, keepdim=True).clamp_min(1e-6)
+    g = (x0_fake - x0_real) / scale
+    return 0.5 * ((x0 - (x0 - g).detach()) ** 2).mean()
+
+
+class DmdStage(Stage):
+    name = "dmd"
+    Config = DmdConfig
+    needs = ("ode", "teacher")
+
+    def __init__(self, cfg: DmdConfig, run) -> None:
+        super().__init__(cfg, run)
+        p = self.preset
+        ode = Stage.final_dir(cfg, "ode") / "student.safetensors"
+        if not ode.is_file():
+            raise FileNotFoundError(f"{ode} is missing: run `python -m dsa_core.train ode` first")
+        self.teacher, self.text = load_teacher(cfg, p, run.device)
+        torch.manual_seed(cfg.seed)
+        self.student = CausalWanModel(p.model)
+        self.student.load_state_dict(load_file(str(ode)))
+        self.student.to(run.device).train()
+        self.ema = copy.deepcopy(self.student).requires_grad_(False)
+        self.critic = copy.deepcopy(self.teacher).requires_grad_(True).train()
+        betas = (0.0, 0.999)  # DMD2 / Self-Forcing: no first-moment momentum
+        self.opt = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, betas=betas, weight_decay=0.01)
+        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, betas=betas, weight_decay=0.01)
+        self.scheduler = FlowMatchScheduler(p.sampling.shift)
+        self.captions = caption_corpus(cfg.captions, seed0=2 * 10**7)
+        self.exits = exit_lists(p)
+        # Running mean of the teacher distance d: sets λ (DESIGN §6: calibrate λ to typical d).
+        self.stats = RunningMean()
+
+    def modules(self):
+        return {"student": self.student, "student_ema": self.ema, "critic": self.critic, "stats": self.stats}
+
+    def optimizers(self):
+        return {"student": self.opt, "critic": self.critic_opt}
+
+    def _texts(self, g: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+        idx = torch.randint(0, len(self.captions), (self.cfg.batch_size,), generator=g).tolist()
+        caps = [self.captions[i] for i in idx]
+        with torch.no_grad():
+            return self.text.encode(caps).to(self.run.device), caps
+
+    def _rollout(self, states: torch.Tensor, g: torch.Generator, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Student video [B, C, F, h, w] and its exit-step confidence logits [B, chunks]."""
+        exit_list = self.exits[int(torch.randint(0, len(self.exits), (1,), generator=g))]
+        rollout = Rollout(self.student, self.scheduler, Timesteps(exit_list), self.preset, g,
+                          batch=self.cfg.batch_size, device=self.run.device, grad=grad)
+        with torch.set_grad_enabled(grad):
+            text = self.student.prepare_text(states)
+        results = [rollout.next_chunk(text) for _ in range(self.cfg.latent_frames // self.preset.model.chunk_frames)]
+        return torch.cat([r.x0 for r in results], 2), torch.cat([r.conf_logits for r in results], 1)
+
+    def _noised(self, x0: torch.Tensor, g: torch.Generator):
+        b, _, frames = x0.shape[:3]
+        sigma = sample_sigmas(g, b, self.scheduler, self.cfg.min_t, self.cfg.max_t).to(x0.device)
+        noise = torch.randn(x0.shape, generator=g).to(x0.device)
+        x_t = self.scheduler.add_noise(x0, noise, sigma.view(b, 1, 1, 1, 1))
+        t = (sigma * self.scheduler.num_train_timesteps)[:, None].expand(b, frames)
+        return x_t, t, sigma.view(b, 1, 1, 1, 1)
+
+    def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
+        cfg = self.cfg
+        critic_losses = []
+        for _ in range(cfg.critic_steps):
+            states, _ = self._texts(g)
+            with torch.no_grad():
+                video, _ = self._rollout(states, g, grad=False)
+            loss = flow_loss(self.critic, self.critic.prepare_text(states), video, g, self.scheduler)
+            self.critic_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            params = list(self.critic.parameters())
+            average_gradients(params, self.run)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            self.critic_opt.step()
+            critic_losses.append(loss.item())
+
+        states, _ = self._texts(g)
+        video, logits = self._rollout(states, g, grad=True)
+        x_t, t, sigma = self._noised(video.detach(), g)
+        with torch.no_grad():
+            cond = self.teacher.prepare_text(states)
+            uncond = self.teacher.prepare_text(self.text.encode([""] * cfg.batch_size).to(self.run.device))
+            v_c = self.teacher(x_t, t, cond, causal=False).flow
+            v_u = self.teacher(x_t, t, uncond, causal=False).flow
+            x0_real = self.scheduler.to_x0(x_t, v_u + cfg.cfg_scale * (v_c - v_u), sigma)
+            v_fake = self.critic(x_t, t, self.critic.prepare_text(states), causal=False).flow
+            x0_fake = self.scheduler.to_x0(x_t, v_fake, sigma)
+        l_dmd = dmd_loss(video, x0_real, x0_fake)
+        cf = self.preset.model.chunk_frames
+        d = (video.detach() - x0_real).pow(2).unflatten(2, (-1, cf)).mean(dim=(1, 3, 4, 5))  # [B, chunks]
+        l_conf = confidence_loss(logits, d, cfg.conf_lambda * self.stats.update(float(d.mean())))
+        loss = l_dmd + cfg.conf_weight * l_conf
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = list(self.student.parameters())
+        average_gradients(params, self.run)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.opt.step()
+        ema_update(self.ema, self.student, cfg.ema_decay)
+        return {
+            "dmd": l_dmd.item(),
+            "conf": l_conf.item(),
+            "critic_flow": sum(critic_losses) / len(critic_losses),
+            "d": float(d.mean()),
+            "c": float(torch.sigmoid(logits.detach()).mean()),
+        }
+
+    def export(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, str(folder / "student.safetensors"))

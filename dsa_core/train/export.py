@@ -1,0 +1,51 @@
+"""`python -m dsa_core.train export`: assemble the trained stages into a shippable weights folder."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from ..weights import default_weights_dir, write_manifest
+from .common import Stage, load_config
+from .dmd import DmdConfig
+
+RECIPE = (
+    "python -m dsa_core.train vae && python -m dsa_core.train teacher && python -m dsa_core.train ode && "
+    "python -m dsa_core.train dmd && python -m dsa_core.train export"
+)
+
+
+def export(config: str | None, dest: str | None) -> Path:
+    """Copy the student (EMA), VAE, text encoder and teacher into `dest` and hash them."""
+    cfg = load_config(DmdConfig, config)
+    dest = Path(dest) if dest else default_weights_dir("tiny")
+    sources = {
+        "student": Stage.final_dir(cfg, "dmd") / "student.safetensors",
+        "teacher": Stage.final_dir(cfg, "teacher") / "teacher.safetensors",
+        "text_encoder": Stage.final_dir(cfg, "teacher") / "text_encoder",
+        "vae": Stage.final_dir(cfg, "vae"),
+    }
+    for name, path in sources.items():
+        if not path.exists():
+            raise FileNotFoundError(f"{path} is missing: train the {name} first ({RECIPE})")
+    tmp = dest.with_name(dest.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    shutil.copy(sources["student"], tmp / "transformer.safetensors")
+    # The teacher only serves calibration checks; half precision keeps the folder small.
+    save_file({k: v.half().contiguous() for k, v in load_file(str(sources["teacher"])).items()},
+              str(tmp / "teacher.safetensors"))
+    shutil.copytree(sources["text_encoder"], tmp / "text_encoder")
+    shutil.copytree(sources["vae"], tmp / "vae")
+    preset = cfg.preset()
+    config = {"model": dataclasses.asdict(preset.model), "height": cfg.height, "width": cfg.width}
+    (tmp / "config.json").write_text(json.dumps(config, indent=2))
+    write_manifest(tmp, RECIPE)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.replace(dest)
+    print(f"exported to {dest}")
+    return dest

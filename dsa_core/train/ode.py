@@ -1,0 +1,130 @@
+"""Stage `ode`: regress the causal student onto the teacher's ODE trajectories (CausVid init).
+
+The teacher samples videos with guidance; each trajectory keeps its states at the raw
+timesteps of the student's step list.  The student, initialised from the teacher, sees
+every chunk at one of those states (block-causal, so chunks attend to earlier chunks at
+their own noise levels) and predicts the trajectory's end.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from ..model import CausalWanModel, TextContext
+from ..scheduler import FlowMatchScheduler
+from ..world import caption_corpus
+from .common import Stage, StageConfig, average_gradients
+from .teacher import load_teacher, teacher_sample
+
+
+@dataclass
+class OdeConfig(StageConfig):
+    steps: int = 1500
+    batch_size: int = 8
+    lr: float = 1e-4
+    trajectories: int = 512
+    teacher_steps: int = 24
+    cfg_scale: float = 3.0
+
+    def validate(self) -> None:
+        super().validate()
+        if self.teacher_steps % 4:
+            raise ValueError(f"teacher_steps={self.teacher_steps} must be a multiple of 4 (to hit the raw step list)")
+
+
+def student_from_teacher(cfg: StageConfig, preset, device) -> CausalWanModel:
+    """A causal student starting from the teacher's weights (its confidence head fresh)."""
+    student = CausalWanModel(preset.model)
+    teacher_state = load_file(str(Stage.final_dir(cfg, "teacher") / "teacher.safetensors"))
+    head = {k: v for k, v in student.state_dict().items() if k.startswith("confidence_head.")}
+    student.load_state_dict({**teacher_state, **head})
+    return student.to(device)
+
+
+class OdeStage(Stage):
+    name = "ode"
+    Config = OdeConfig
+    needs = ("teacher",)
+
+    def __init__(self, cfg: OdeConfig, run) -> None:
+        super().__init__(cfg, run)
+        p = self.preset
+        self.scheduler = FlowMatchScheduler(p.sampling.shift)
+        self.raw_steps = tuple(p.sampling.raw_steps)
+        path = Path(cfg.out_dir) / "ode_pairs" / f"{cfg.trajectories}_{cfg.teacher_steps}_{cfg.cfg_scale}.pt"
+        if run.main and not path.is_file():
+            self._make_pairs(path)
+        run.barrier()
+        pairs = torch.load(path, map_location="cpu", weights_only=True)
+        self.states, self.targets, self.captions = pairs["states"], pairs["x0"], pairs["captions"]
+        _, self.text = load_teacher(cfg, p, run.device)
+        torch.manual_seed(cfg.seed)
+        self.student = student_from_teacher(cfg, p, run.device).train()
+        self.opt = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=0.0)
+
+    @torch.no_grad()
+    def _make_pairs(self, path: Path) -> None:
+        cfg, p = self.cfg, self.preset
+        teacher, text = load_teacher(cfg, p, self.run.device)
+        captions = caption_corpus(cfg.trajectories, seed0=10**7)  # unseen by the teacher's cache
+        g = torch.Generator().manual_seed(cfg.seed + 777)
+        uncond = teacher.prepare_text(text.encode([""]))
+        states, finals = [], []
+        shape = (p.model.in_dim, cfg.latent_frames, cfg.height // 8, cfg.width // 8)
+        batch = 8
+        for i in tqdm(range(0, cfg.trajectories, batch), desc="teacher ODE trajectories"):
+            caps = captions[i : i + batch]
+            noise = torch.randn((len(caps), *shape), generator=g).to(self.run.device)
+            cond = teacher.prepare_text(text.encode(caps))
+            un = TextContext([(k.expand(len(caps), -1, -1, -1), v.expand(len(caps), -1, -1, -1)) for k, v in uncond.kv])
+            x0, kept = teacher_sample(teacher, cond, un, noise, self.scheduler, cfg.teacher_steps, cfg.cfg_scale,
+                                      self.raw_steps)
+            states.append(torch.stack([kept[round(r, 6)] for r in self.raw_steps], 1).half().cpu())
+            finals.append(x0.half().cpu())
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"states": torch.cat(states), "x0": torch.cat(finals), "captions": captions}, tmp)
+        tmp.replace(path)
+
+    def modules(self):
+        return {"student": self.student}
+
+    def optimizers(self):
+        return {"adamw": self.opt}
+
+    def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
+        cfg, p = self.cfg, self.preset
+        b, cf = cfg.batch_size, p.model.chunk_frames
+        idx = torch.randint(0, len(self.captions), (b,), generator=g)
+        chunks = cfg.latent_frames // cf
+        which = torch.randint(0, len(self.raw_steps), (b, chunks), generator=g)  # a step per chunk
+        states = self.states[idx].float()  # [B, S, C, F, h, w]
+        frame_step = which.repeat_interleave(cf, dim=1)  # [B, F]
+        x_t = torch.stack([states[i, frame_step[i], :, torch.arange(cfg.latent_frames)] for i in range(b)])
+        x_t = x_t.permute(0, 2, 1, 3, 4).to(self.run.device)  # [B, C, F, h, w]
+        warped = torch.tensor(self.scheduler.warp(self.raw_steps))
+        t = warped[frame_step].to(self.run.device)
+        with torch.no_grad():
+            text = self.text.encode([self.captions[i] for i in idx.tolist()])
+        out = self.student(x_t, t, self.student.prepare_text(text))
+        sigma = (t / self.scheduler.num_train_timesteps)[:, None, :, None, None]
+        x0 = self.scheduler.to_x0(x_t, out.flow, sigma)
+        loss = F.mse_loss(x0, self.targets[idx].float().to(self.run.device))
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = list(self.student.parameters())
+        average_gradients(params, self.run)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.opt.step()
+        return {"x0_mse": loss.item()}
+
+    def export(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.student.state_dict().items()},
+                  str(folder / "student.safetensors"))

@@ -1,0 +1,177 @@
+"""Stage `teacher`: the small umT5 encoder and the bidirectional flow-matching teacher, jointly.
+
+The teacher is the same Wan DiT as the student run bidirectionally.  Captions are dropped
+(replaced by the empty prompt) now and then so the teacher also learns the unconditional
+flow that classifier-free guidance needs.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLWan
+from safetensors.torch import load_file, save_file
+from torch.nn import functional as F
+
+from ..model import CausalWanModel
+from ..scheduler import FlowMatchScheduler
+from ..text import TextEncoder, make_tiny_text_encoder
+from ..weights import sha256
+from ..world import caption_corpus
+from .common import Stage, StageConfig, average_gradients, ema_update
+from .data import LatentCache, world_config
+
+
+@dataclass
+class TeacherConfig(StageConfig):
+    steps: int = 3000
+    batch_size: int = 8
+    lr: float = 2e-4
+    text_lr: float = 2e-4
+    weight_decay: float = 0.01
+    ema_decay: float = 0.995
+    caption_dropout: float = 0.1
+    dataset_clips: int = 2000
+    tokenizer_captions: int = 20000
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.caption_dropout < 1:
+            raise ValueError(f"caption_dropout={self.caption_dropout} must be in [0, 1)")
+        if not 0 < self.ema_decay < 1:
+            raise ValueError(f"ema_decay={self.ema_decay} must be in (0, 1)")
+
+
+def sample_sigmas(g: torch.Generator, n: int, scheduler: FlowMatchScheduler, lo: float = 0.0, hi: float = 1.0):
+    """Noise levels uniform over the shifted grid's index, as the samplers visit it."""
+    u = lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
+    return scheduler.shift_sigma(u).float()
+
+
+def flow_loss(model: CausalWanModel, text, x0: torch.Tensor, g: torch.Generator, scheduler: FlowMatchScheduler,
+              causal: bool = False) -> torch.Tensor:
+    """Plain flow matching: predict v = ε − x0 from x_t at one σ per sample."""
+    b, _, frames = x0.shape[:3]
+    sigma = sample_sigmas(g, b, scheduler).to(x0.device)
+    noise = torch.randn(x0.shape, generator=g).to(x0.device)
+    s = sigma.view(b, 1, 1, 1, 1)
+    x_t = scheduler.add_noise(x0, noise, s)
+    t = (sigma * scheduler.num_train_timesteps)[:, None].expand(b, frames)
+    return F.mse_loss(model(x_t, t, text, causal=causal).flow, scheduler.flow_target(x0, noise))
+
+
+@torch.no_grad()
+def teacher_sample(
+    teacher: CausalWanModel,
+    cond,
+    uncond,
+    noise: torch.Tensor,
+    scheduler: FlowMatchScheduler,
+    steps: int,
+    cfg_scale: float,
+    keep_raw: tuple[float, ...] = (),
+) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
+    """Euler ODE sampling with classifier-free guidance on `steps` uniform raw steps.
+
+    Returns the final x0 and the states x_t at the raw timesteps in `keep_raw` (which must
+    lie on the grid), the inputs a causal student is regressed from (CausVid's ODE init).
+    """
+    n = scheduler.num_train_timesteps
+    raw = [n * (1 - i / steps) for i in range(steps + 1)]
+    missing = [r for r in keep_raw if not any(abs(r - q) < 1e-6 for q in raw)]
+    if missing:
+        raise ValueError(f"raw timesteps {missing} are not on a {steps}-step grid")
+    sigmas = [scheduler.shift_sigma(r / n) for r in raw]
+    b, _, frames = noise.shape[:3]
+    x, kept = noise, {}
+    for i in range(steps):
+        if any(abs(raw[i] - r) < 1e-6 for r in keep_raw):
+            kept[round(raw[i], 6)] = x.clone()
+        t = noise.new_full((b, frames), sigmas[i] * n)
+        v_c = teacher(x, t, cond, causal=False).flow
+        v_u = teacher(x, t, uncond, causal=False).flow
+        x = x + (sigmas[i + 1] - sigmas[i]) * (v_u + cfg_scale * (v_c - v_u))
+    return x, kept
+
+
+def load_vae(folder: Path, device: torch.device) -> AutoencoderKLWan:
+    return AutoencoderKLWan.from_pretrained(folder, use_safetensors=True).to(device).eval().requires_grad_(False)
+
+
+def load_teacher(cfg: StageConfig, preset, device) -> tuple[CausalWanModel, TextEncoder]:
+    """The exported teacher and its text encoder, frozen."""
+    folder = Stage.final_dir(cfg, "teacher")
+    if not (folder / "teacher.safetensors").is_file():
+        raise FileNotFoundError(f"{folder} has no teacher: run `python -m dsa_core.train teacher` first")
+    teacher = CausalWanModel(preset.model)
+    teacher.load_state_dict(load_file(str(folder / "teacher.safetensors")))
+    text = TextEncoder.from_pretrained(folder / "text_encoder", preset.model.text_len, dtype=torch.float32,
+                                       local_files_only=True)
+    for m in (teacher, text):
+        m.to(device).eval().requires_grad_(False)
+    return teacher, text
+
+
+class TeacherStage(Stage):
+    name = "teacher"
+    Config = TeacherConfig
+    needs = ("vae",)
+
+    def __init__(self, cfg: TeacherConfig, run) -> None:
+        super().__init__(cfg, run)
+        vae_dir = Stage.final_dir(cfg, "vae")
+        if not vae_dir.is_dir():
+            raise FileNotFoundError(f"{vae_dir} is missing: run `python -m dsa_core.train vae` first")
+        torch.manual_seed(cfg.seed)
+        p = self.preset
+        corpus = caption_corpus(cfg.tokenizer_captions)
+        self.text = make_tiny_text_encoder(p.text_encoder, p.model.text_len, corpus).to(run.device).train()
+        self.teacher = CausalWanModel(p.model).to(run.device).train()
+        self.ema = copy.deepcopy(self.teacher).requires_grad_(False)
+        self.text_ema = copy.deepcopy(self.text).requires_grad_(False)
+        self.opt = torch.optim.AdamW(
+            [
+                {"params": self.teacher.parameters(), "lr": cfg.lr},
+                {"params": self.text.parameters(), "lr": cfg.text_lr},
+            ],
+            weight_decay=cfg.weight_decay,
+        )
+        self.scheduler = FlowMatchScheduler(p.sampling.shift)
+        # Keyed by the VAE's hash: a retrained VAE gets a fresh cache.
+        vae_id = sha256(vae_dir / "diffusion_pytorch_model.safetensors")[:12]
+        cache_path = Path(cfg.out_dir) / "latents" / f"{vae_id}_{cfg.dataset_clips}_{cfg.num_frames}.pt"
+        if run.main and not cache_path.is_file():
+            LatentCache.build(cache_path, load_vae(vae_dir, run.device), cfg.dataset_clips,
+                              world_config(cfg.height, cfg.width, cfg.num_frames))
+        run.barrier()
+        self.data = LatentCache.load(cache_path)
+
+    def modules(self):
+        return {"teacher": self.teacher, "text": self.text, "teacher_ema": self.ema, "text_ema": self.text_ema}
+
+    def optimizers(self):
+        return {"adamw": self.opt}
+
+    def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
+        x0, captions = self.data.batch(g, self.cfg.batch_size)
+        drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
+        captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
+        text = self.teacher.prepare_text(self.text.encode(captions))
+        loss = flow_loss(self.teacher, text, x0.to(self.run.device), g, self.scheduler)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for group in self.opt.param_groups for p in group["params"]]
+        average_gradients(params, self.run)
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        self.opt.step()
+        ema_update(self.ema, self.teacher, self.cfg.ema_decay)
+        ema_update(self.text_ema, self.text, self.cfg.ema_decay)
+        return {"flow": loss.item()}
+
+    def export(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, str(folder / "teacher.safetensors"))
+        self.text_ema.save_pretrained(folder / "text_encoder")
