@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .config import Preset, get_preset
@@ -69,7 +70,10 @@ def verify_manifest(folder: Path) -> list[Path]:
 
 def load_transformer(preset: Preset, path: Path) -> CausalWanModel:
     model = CausalWanModel(preset.model)
-    state = load_file(str(path))
+    try:
+        state = load_file(str(path))
+    except (OSError, SafetensorError) as err:
+        raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
         first = (missing or unexpected)[0]

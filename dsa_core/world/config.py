@@ -100,3 +100,6 @@ def _check_index(i: int) -> None:
         raise TypeError(f"seed index must be an integer, got {type(i).__name__}")
     if not 0 <= i < HELDOUT_OFFSET:
         raise ValueError(f"seed index must be in [0, {HELDOUT_OFFSET}), got {i}")
+
+
+DEFAULT_CONFIG = WorldConfig()

@@ -8,13 +8,15 @@ attributes can be had without rendering.
 
 from __future__ import annotations
 
+import functools
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from .config import WorldConfig, is_heldout, train_seed
+from .config import DEFAULT_CONFIG, WorldConfig, is_heldout, train_seed
 from .vocab import (
     BACKGROUND_SYNONYMS,
     BACKGROUNDS,
@@ -37,6 +39,7 @@ from .vocab import (
     SHAPES,
     SIDES,
     SIZE_SYNONYMS,
+    SIZES,
     TURN_SYNONYMS,
 )
 
@@ -49,6 +52,22 @@ SHAPE_EXTENT: dict[str, float] = {
     "star": 1.1,
     "hexagon": 0.85 * 2.0 / math.sqrt(3.0),
     "diamond": 1.05,
+}
+# Extent of each shape (canonical orientation) from its centre towards each screen direction,
+# in units of its radius: where the leading edge of an entering object is.
+_S3 = math.sqrt(3.0)
+SHAPE_SUPPORT: dict[str, dict[str, float]] = {
+    "circle": dict.fromkeys(("left", "right", "up", "down"), 0.9),
+    "square": dict.fromkeys(("left", "right", "up", "down"), 0.78),
+    "triangle": {"left": 0.95, "right": 0.95, "up": 0.95 * 2 / _S3, "down": 0.95 / _S3},
+    "star": {
+        "left": 1.1 * math.cos(math.radians(18)),
+        "right": 1.1 * math.cos(math.radians(18)),
+        "up": 1.1,
+        "down": 1.1 * math.cos(math.radians(36)),
+    },
+    "hexagon": {"left": 0.85 * 2 / _S3, "right": 0.85 * 2 / _S3, "up": 0.85, "down": 0.85},
+    "diamond": {"left": 0.72, "right": 0.72, "up": 1.05, "down": 1.05},
 }
 SIZE_RADIUS = {"small": 6.5, "large": 10.5}  # pixels at 64×64
 GROW_SCALES = (0.6, 1.4)  # grow: 0.6 -> 1.4 of the nominal radius over the scene; shrink: reverse
@@ -146,15 +165,7 @@ class ObjectSpec:
             a = self.phase + self.omega * t
             cx = cx + self.amp * np.cos(a)
             cy = cy - self.amp * np.sin(a)  # y points down: positive omega is counter-clockwise
-        scale = self.scale0 + self.dscale * t
-        angle = self.angle0 + self.spin * t
-        b = np.broadcast_shapes(t.shape, np.shape(cx), np.shape(cy))
-        return (
-            np.broadcast_to(cx, b),
-            np.broadcast_to(cy, b),
-            np.broadcast_to(scale, b),
-            np.broadcast_to(angle, b),
-        )
+        return cx, cy, self.scale0 + self.dscale * t, self.angle0 + self.spin * t  # all shaped like t
 
 
 @dataclass
@@ -206,27 +217,30 @@ def _segment_distance(p: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(p - a - h * ab))
 
 
-def _contrast(color: str, bg: BackgroundSpec) -> float:
+@functools.cache
+def _contrast(color: str, bg_color: str, bg_color2: str | None) -> float:
     """Smallest RGB distance between `color` and any colour the background shows."""
-    p, a = _rgb(color), _rgb(bg.color)
-    if bg.color2 is None:
+    p, a = _rgb(color), _rgb(bg_color)
+    if bg_color2 is None:
         return float(np.linalg.norm(p - a))
-    return _segment_distance(p, a, _rgb(bg.color2))  # a gradient shows the whole segment
+    return _segment_distance(p, a, _rgb(bg_color2))  # a gradient shows the whole segment
+
+
+@functools.cache
+def _far_colors(color: str, min_dist: float) -> tuple[str, ...]:
+    """The palette colours at least `min_dist` (RGB) from `color`."""
+    return tuple(c for c in COLOR_NAMES if np.linalg.norm(_rgb(c) - _rgb(color)) >= min_dist)
 
 
 def _sample_background(
     rng: np.random.Generator, cfg: WorldConfig, ts: float, sp: float, avoid: BackgroundSpec | None
 ) -> BackgroundSpec:
     kind = BACKGROUNDS[_categorical(rng, cfg.background_probs)]
-    colors = [
-        c for c in COLOR_NAMES if avoid is None or np.linalg.norm(_rgb(c) - _rgb(avoid.color)) >= MIN_CUT_CONTRAST
-    ]
-    color = _pick(rng, colors)
+    color = _pick(rng, COLOR_NAMES if avoid is None else _far_colors(avoid.color, MIN_CUT_CONTRAST))
     bg = BackgroundSpec(kind=kind, color=color)
     if kind == "solid":
         return bg
-    seconds = [c for c in COLOR_NAMES if np.linalg.norm(_rgb(c) - _rgb(color)) >= MIN_PATTERN_CONTRAST]
-    bg.color2 = _pick(rng, seconds)
+    bg.color2 = _pick(rng, _far_colors(color, MIN_PATTERN_CONTRAST))
     if kind == "gradient":
         return bg
     if kind == "stripes":
@@ -243,15 +257,48 @@ def _sample_background(
     return bg
 
 
-def _place(
-    rng: np.random.Generator, offsets: np.ndarray, extent: float, cfg: WorldConfig
-) -> tuple[float, float]:
+def _place(rng: np.random.Generator, offsets: np.ndarray, extent: float, cfg: WorldConfig) -> tuple[float, float]:
     """An anchor such that anchor + every offset (k×2, x/y) keeps the object inside the frame."""
     lo = extent + MARGIN - offsets.min(axis=0)
     hi = np.array([cfg.width, cfg.height], dtype=np.float64) - extent - MARGIN - offsets.max(axis=0)
     mid = (lo + hi) / 2
     lo, hi = np.minimum(lo, mid), np.maximum(hi, mid)  # a path too long for the frame is centred
     return _uniform(rng, lo[0], hi[0]), _uniform(rng, lo[1], hi[1])
+
+
+def _separate(o: ObjectSpec, candidate, placed: list[ObjectSpec], n: int, cfg: WorldConfig, tries: int = 24) -> None:
+    """Set `o.pos` to the first of up to `tries` candidate positions that keeps `o` clear of the
+    placed objects, or else to the one that keeps it furthest from them.
+
+    Clearance is the smallest centre distance over the scene (21 sampled frames, while both are
+    in frame) relative to the sum of the two extents; 0.9 counts as clear.
+    """
+    if not placed:
+        o.pos = candidate()
+        return
+    t = np.linspace(0.0, max(n - 1, 0), min(n, 21))
+    size = np.array([cfg.width, cfg.height], dtype=np.float64)
+    o.pos = (0.0, 0.0)
+    base = np.stack(o.track(t)[:2], axis=-1)  # positions are linear in o.pos
+    others = []
+    for q in placed:
+        cq = np.stack(q.track(t)[:2], axis=-1)
+        others.append((cq, np.all((cq > 0) & (cq < size), axis=-1), o.extent + q.extent))
+    best, best_pos = -1.0, None
+    for _ in range(tries):
+        pos = candidate()
+        c = base + pos
+        inside = np.all((c > 0) & (c < size), axis=-1)
+        sep = math.inf
+        for cq, inside_q, ext in others:
+            both = inside & inside_q
+            if both.any():
+                sep = min(sep, float(np.sqrt(((c[both] - cq[both]) ** 2).sum(-1).min())) / ext)
+        if sep > best:
+            best, best_pos = sep, pos
+        if sep >= 0.9:
+            break
+    o.pos = best_pos
 
 
 def _sample_object(
@@ -268,7 +315,7 @@ def _sample_object(
 ) -> ObjectSpec:
     """One object for a scene of `n` frames.  `motion=None` draws any motion."""
     shape = _pick(rng, SHAPES)
-    size = _pick(rng, SIZES_)
+    size = _pick(rng, SIZES)
     if motion is None:
         motions = MOTIONS if shape != "circle" else tuple(m for m in MOTIONS if m != "spin")
         motion = _pick(rng, motions)
@@ -280,28 +327,34 @@ def _sample_object(
         o.motion = ENTER_MOTION[side]
         o.enter_side = side
         e = o.extent
+        # Extent of the shape ahead of its centre (towards its motion) and behind it.
+        lead = SHAPE_SUPPORT[shape][o.motion] * o.radius
+        trail = SHAPE_SUPPORT[shape][OPPOSITE[o.motion]] * o.radius
         horizontal = side in ("left", "right")
         length, across = (cfg.width, cfg.height) if horizontal else (cfg.height, cfg.width)
         vmin, vmax = 0.5 * sp / ts, 1.6 * sp / ts
         fe_lo = min(max(1, round(0.08 * dur)), dur)
-        fe_hi = max(fe_lo, dur - math.ceil((2 * e + MARGIN) / vmax))
+        fe_hi = max(fe_lo, dur - math.ceil((lead + trail + MARGIN) / vmax))
         fe = int(rng.integers(fe_lo, fe_hi + 1))
         rest = max(dur - fe, 1)
-        # Distance of the centre from the entry border at the last frame: fully inside, not past
-        # the far border, and reached at a speed in [vmin, vmax].
-        d_lo = max(e + MARGIN, -e + vmin * rest)
-        d_hi = min(length - e - MARGIN, -e + vmax * rest)
+        # Distance d of the centre from the entry border (inwards) at the last frame: fully
+        # inside, not past the far border, and reached at a speed in [vmin, vmax].
+        d_lo = max(trail + MARGIN, -lead + vmin * rest)
+        d_hi = min(length - lead - MARGIN, -lead + vmax * rest)
         d_end = _uniform(rng, d_lo, d_hi) if d_lo <= d_hi else min(d_lo, d_hi)
-        v = (d_end + e) / rest
-        a = _uniform(rng, e + MARGIN, across - e - MARGIN)
-        d0 = -e - v * fe  # inward distance at t = 0 (leading edge reaches the border at fe)
+        v = (d_end + lead) / rest
+        d0 = -lead - v * fe  # at t = 0; the leading edge reaches the border at frame fe
         ux, uy = DIRECTION_VECTORS[o.motion]
-        if horizontal:
-            o.pos = (d0 if side == "left" else cfg.width - d0, a)
-        else:
-            o.pos = (a, d0 if side == "top" else cfg.height - d0)
         o.vel = (ux * v, uy * v)
         o.enter_at = fe
+
+        def candidate() -> tuple[float, float]:
+            a = _uniform(rng, e + MARGIN, across - e - MARGIN)
+            if horizontal:
+                return (d0 if side == "left" else cfg.width - d0, a)
+            return (a, d0 if side == "top" else cfg.height - d0)
+
+        _separate(o, candidate, placed, n, cfg)
         return o
 
     offsets = np.zeros((1, 2))
@@ -337,20 +390,8 @@ def _sample_object(
         o.spin = (1 if rng.random() < 0.5 else -1) * 2 * math.pi / (_uniform(rng, 24.0, 60.0) * ts)
         o.angle0 = _uniform(rng, 0.0, 2 * math.pi)
 
-    # Keep the first-frame positions of visible objects apart (a few tries, then accept).
-    for _ in range(20):
-        o.pos = _place(rng, offsets, o.extent, cfg)
-        x0, y0 = (float(a[0]) for a in o.track(np.zeros(1))[:2])
-        if all(
-            q.enter_at is not None
-            or math.dist((x0, y0), tuple(float(a[0]) for a in q.track(np.zeros(1))[:2])) >= 0.9 * (o.extent + q.extent)
-            for q in placed
-        ):
-            break
+    _separate(o, lambda: _place(rng, offsets, o.extent, cfg), placed, n, cfg)
     return o
-
-
-SIZES_ = ("small", "large")
 
 
 def _sample_scene(
@@ -370,7 +411,7 @@ def _sample_scene(
         count = max(count, 2)
     while True:  # a background with enough contrasting colours for the objects
         bg = _sample_background(rng, cfg, ts, sp, avoid)
-        eligible = [c for c in COLOR_NAMES if _contrast(c, bg) >= MIN_OBJECT_CONTRAST]
+        eligible = [c for c in COLOR_NAMES if _contrast(c, bg.color, bg.color2) >= MIN_OBJECT_CONTRAST]
         if len(eligible) >= count:
             break
     colors = [eligible[i] for i in rng.permutation(len(eligible))[:count]]
@@ -384,7 +425,7 @@ def _sample_scene(
     return scene
 
 
-def sample_clip(seed: int, cfg: WorldConfig = WorldConfig()) -> ClipSpec:
+def sample_clip(seed: int, cfg: WorldConfig = DEFAULT_CONFIG) -> ClipSpec:
     """Draw the whole clip (scenes, objects, events, caption, attributes) without rendering it."""
     seed = int(seed)
     if seed < 0:
@@ -409,7 +450,14 @@ def sample_clip(seed: int, cfg: WorldConfig = WorldConfig()) -> ClipSpec:
     for s in range(nsc):
         scenes.append(
             _sample_scene(
-                rng, cfg, bounds[s], bounds[s + 1], ts, sp, s == turn_scene, s == enter_scene,
+                rng,
+                cfg,
+                bounds[s],
+                bounds[s + 1],
+                ts,
+                sp,
+                s == turn_scene,
+                s == enter_scene,
                 scenes[-1].background if scenes else None,
             )
         )
@@ -424,8 +472,12 @@ def sample_clip(seed: int, cfg: WorldConfig = WorldConfig()) -> ClipSpec:
             if o.turn_at is not None:
                 events.append(
                     {
-                        "type": "turn", "frame": sc.start + int(o.turn_at), "scene": s, "object": i,
-                        "from": o.motion, "to": o.turn_to,
+                        "type": "turn",
+                        "frame": sc.start + int(o.turn_at),
+                        "scene": s,
+                        "object": i,
+                        "from": o.motion,
+                        "to": o.turn_to,
                     }
                 )
         if s > 0:
@@ -442,8 +494,8 @@ def sample_clip(seed: int, cfg: WorldConfig = WorldConfig()) -> ClipSpec:
 
 
 def _noun_phrase(rng: np.random.Generator, o: ObjectSpec) -> str:
-    words = f"{_pick(rng, SIZE_SYNONYMS[o.size])} {_pick(rng, COLOR_SYNONYMS[o.color])} {_pick(rng, SHAPE_SYNONYMS[o.shape])}"
-    return ("an " if words[0] in "aeiou" else "a ") + words
+    size, color = _pick(rng, SIZE_SYNONYMS[o.size]), _pick(rng, COLOR_SYNONYMS[o.color])
+    return f"a {size} {color} {_pick(rng, SHAPE_SYNONYMS[o.shape])}"  # articles are fixed in _caption
 
 
 def _clause(rng: np.random.Generator, o: ObjectSpec) -> str:
@@ -507,6 +559,7 @@ def _caption(rng: np.random.Generator, scenes: list[SceneSpec]) -> str:
     text = _scene_text(rng, scenes[0], after_cut=False)
     for sc in scenes[1:]:
         text += f"; {_pick(rng, CUT_SYNONYMS)} {_scene_text(rng, sc, after_cut=True)}"
+    text = re.sub(r"\b([Aa]) (?=[aeiou])", r"\1n ", text)  # "a emerald" -> "an emerald"
     return text[0].upper() + text[1:] + "."
 
 
@@ -568,6 +621,6 @@ def scene_at(attributes: dict[str, Any], frame: int) -> dict[str, Any]:
     raise IndexError(f"frame {frame} outside the clip's {attributes['num_frames']} frames")
 
 
-def caption_corpus(n: int, seed0: int = 0, cfg: WorldConfig = WorldConfig()) -> list[str]:
+def caption_corpus(n: int, seed0: int = 0, cfg: WorldConfig = DEFAULT_CONFIG) -> list[str]:
     """Captions of the training clips `train_seed(seed0) .. train_seed(seed0 + n - 1)`, unrendered."""
     return [sample_clip(train_seed(seed0 + i), cfg).caption for i in range(n)]

@@ -35,7 +35,16 @@ COLOR_RGB = np.array([COLORS[c] for c in COLOR_NAMES], dtype=np.float64)
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "hexagon", "diamond")
 SIZES: tuple[str, ...] = ("small", "large")
 MOTIONS: tuple[str, ...] = (
-    "left", "right", "up", "down", "bounce", "circle", "grow", "shrink", "spin", "still",
+    "left",
+    "right",
+    "up",
+    "down",
+    "bounce",
+    "circle",
+    "grow",
+    "shrink",
+    "spin",
+    "still",
 )
 LINEAR_MOTIONS: tuple[str, ...] = ("left", "right", "up", "down")
 BACKGROUNDS: tuple[str, ...] = ("solid", "gradient", "stripes", "checker")
@@ -50,9 +59,7 @@ DIRECTION_VECTORS: MappingProxyType[str, tuple[int, int]] = MappingProxyType(
 ENTER_MOTION: MappingProxyType[str, str] = MappingProxyType(
     {"left": "right", "right": "left", "top": "down", "bottom": "up"}
 )
-OPPOSITE: MappingProxyType[str, str] = MappingProxyType(
-    {"left": "right", "right": "left", "up": "down", "down": "up"}
-)
+OPPOSITE: MappingProxyType[str, str] = MappingProxyType({"left": "right", "right": "left", "up": "down", "down": "up"})
 
 COLOR_SYNONYMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
     {
@@ -99,10 +106,7 @@ MOTION_SYNONYMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
 )
 # Entering objects are described by where they come from, not by their (implied) motion.
 ENTER_SYNONYMS: MappingProxyType[str, tuple[str, ...]] = MappingProxyType(
-    {
-        side: (f"enters from the {side}", f"slides in from the {side}", f"appears from the {side} edge")
-        for side in SIDES
-    }
+    {side: (f"enters from the {side}", f"slides in from the {side}", f"appears from the {side} edge") for side in SIDES}
 )
 TURN_SYNONYMS: tuple[str, ...] = ("then suddenly turns and", "then abruptly changes direction and")
 REVERSE_SYNONYMS: tuple[str, ...] = ("then suddenly turns around and", "then abruptly reverses and")
