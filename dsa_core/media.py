@@ -53,3 +53,16 @@ def write_mp4(path: str | Path, chunks: Iterable[np.ndarray], fps: int) -> int:
     finally:
         writer.close()
     return writer.frames
+
+
+def contact_sheet(frames_per_row: list[np.ndarray], scale: int = 3, gap: int = 2) -> np.ndarray:
+    """Rows of frames (each k×H×W×3 uint8), upscaled by `scale` (nearest), on a grey canvas."""
+    rows = [np.repeat(np.repeat(f, scale, axis=1), scale, axis=2) for f in frames_per_row]
+    h, w = rows[0].shape[1:3]
+    k = max(len(r) for r in rows)
+    sheet = np.full((len(rows) * (h + gap) + gap, k * (w + gap) + gap, 3), 96, dtype=np.uint8)
+    for i, r in enumerate(rows):
+        for j, f in enumerate(r):
+            y, x = gap + i * (h + gap), gap + j * (w + gap)
+            sheet[y : y + h, x : x + w] = f
+    return sheet

@@ -29,7 +29,7 @@ from .teacher import flow_loss, load_teacher, sample_sigmas
 
 @dataclass
 class DmdConfig(StageConfig):
-    steps: int = 400
+    steps: int = 250
     batch_size: int = 4
     lr: float = 2e-5
     critic_lr: float = 4e-5

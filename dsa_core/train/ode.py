@@ -25,7 +25,7 @@ from .teacher import load_teacher, teacher_sample
 
 @dataclass
 class OdeConfig(StageConfig):
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 8
     lr: float = 1e-4
     trajectories: int = 512

@@ -27,14 +27,14 @@ from .data import LatentCache, world_config
 
 @dataclass
 class TeacherConfig(StageConfig):
-    steps: int = 3000
+    steps: int = 2000
     batch_size: int = 8
     lr: float = 2e-4
     text_lr: float = 2e-4
     weight_decay: float = 0.01
     ema_decay: float = 0.995
     caption_dropout: float = 0.1
-    dataset_clips: int = 2000
+    dataset_clips: int = 1600
     tokenizer_captions: int = 20000
 
     def validate(self) -> None:

@@ -15,9 +15,9 @@ from .data import pixel_batch, world_config
 
 @dataclass
 class VaeConfig(StageConfig):
-    steps: int = 1500
+    steps: int = 4000
     batch_size: int = 4
-    lr: float = 5e-4
+    lr: float = 1e-3
     # Short clips suffice: the VAE is causal with a 4-frame temporal receptive field per latent.
     clip_frames: int = 9
     kl_weight: float = 1e-6
