@@ -221,22 +221,21 @@ class Generation:
         self._cancel.set()
 
     def __iter__(self) -> Iterator[ChunkEvent]:
-        pipe = self.pipe
-        p = pipe.preset
-        model, scheduler = pipe.model, pipe.scheduler
+        pipe, p = self.pipe, self.pipe.preset
         cf = p.model.chunk_frames
-        rollout = Rollout(model, scheduler, self.schedule, p, self.seed, device=pipe.device, dtype=pipe.dtype)
-        cache = rollout.cache
+        rollout = Rollout(pipe.model, pipe.scheduler, self.schedule, p, self.seed, device=pipe.device, dtype=pipe.dtype)
         decoder = StreamingDecoder(pipe.vae)
         window_chunks, sink_chunks = p.sampling.window_frames // cf, p.sampling.sink_frames // cf
         cached: list[_CachedChunk] = []
         start = time.perf_counter()
-        with torch.inference_mode():
-            text = pipe.encode_prompt(self._prompt)
-            for k in range(self.num_chunks):
-                if self._cancel.is_set():
-                    self.cancelled = True
-                    return
+        text = pipe.encode_prompt(self._prompt)
+        for k in range(self.num_chunks):
+            if self._cancel.is_set():
+                self.cancelled = True
+                return
+            # Inference mode per chunk, not around the loop: a `with` left open across `yield`
+            # would leak into the consumer's code between chunks.
+            with torch.inference_mode():
                 t0 = time.perf_counter()
                 with self._lock:
                     change, self._pending_prompt = self._pending_prompt, None
@@ -244,7 +243,7 @@ class Generation:
                     self._prompt = change[0]
                     text = pipe.encode_prompt(self._prompt)
                     if change[1]:
-                        self.nfe += self._recache(cache, text, cached)
+                        self.nfe += self._recache(rollout.cache, text, cached)
                 result = rollout.next_chunk(text)
                 self.nfe += result.nfe
                 s = self.schedule
@@ -252,8 +251,7 @@ class Generation:
                 if len(cached) > window_chunks:  # mirror the cache's eviction
                     del cached[sink_chunks]
                 t1 = pipe.synchronize()
-                video = decoder.decode(result.x0.float())
-                frames = to_uint8_frames(video)
+                frames = to_uint8_frames(decoder.decode(result.x0.float()))
                 t2 = pipe.synchronize()
                 event = ChunkEvent(
                     index=k,
@@ -271,8 +269,8 @@ class Generation:
                     first_frame=0 if k == 0 else 1 + 4 * (k * cf - 1),
                     elapsed_s=t2 - start,
                 )
-                self.events.append(event)
-                yield event
+            self.events.append(event)
+            yield event
 
     def _recache(self, cache: KVCache, text: TextContext, cached: list[_CachedChunk]) -> int:
         """Rebuild the K/V of the chunks in the window under a new prompt (LongLive)."""

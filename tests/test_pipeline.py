@@ -181,3 +181,8 @@ def test_cli_without_weights_says_how_to_get_them(tmp_path, capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "MANIFEST is missing" in err and "--random-init" in err
+
+
+def test_consumer_code_between_chunks_runs_outside_inference_mode(random_pipe):
+    for _ in random_pipe.generate("a red ball", "fixed", seconds=1, seed=0, steps=1):
+        assert not torch.is_inference_mode_enabled()

@@ -15,7 +15,7 @@ from .data import pixel_batch, world_config
 
 @dataclass
 class VaeConfig(StageConfig):
-    steps: int = 4000
+    steps: int = 7000
     batch_size: int = 4
     lr: float = 1e-3
     # Short clips suffice: the VAE is causal with a 4-frame temporal receptive field per latent.

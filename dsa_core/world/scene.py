@@ -245,10 +245,12 @@ def _sample_background(
         return bg
     if kind == "stripes":
         bg.orientation = _pick(rng, ("vertical", "horizontal"))
-        bg.period = _uniform(rng, 10.0, 18.0) * sp
+        # Wide patterns: the VAE compresses 8× spatially, and stripes a few pixels wide would
+        # take most of its small capacity away from the objects.
+        bg.period = _uniform(rng, 20.0, 32.0) * sp
         pans = ("left", "right") if bg.orientation == "vertical" else ("up", "down")
     else:
-        bg.period = _uniform(rng, 14.0, 24.0) * sp
+        bg.period = _uniform(rng, 24.0, 40.0) * sp
         pans = PAN_DIRECTIONS
     bg.phase = _uniform(rng, 0.0, bg.period)
     if rng.random() < cfg.p_pan:
