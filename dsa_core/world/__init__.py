@@ -27,7 +27,8 @@ shows (for a gradient, from the whole segment between its two colours), and obje
 have distinct colours.  Six shapes (circle square triangle star hexagon diamond), two sizes
 (radius 6.5 / 10.5 px at 64×64), 1–3 objects per scene.  Backgrounds: solid, vertical gradient
 (color at the top to color2 at the bottom), stripes (vertical or horizontal, 20–32 px per
-colour pair), checker (24–40 px per two cells); stripes and checkers may scroll as a camera pan ("as the camera pans left": the pattern moves right;
+colour pair), checker (24–40 px per two cells); stripes and checkers may scroll as a camera
+pan ("as the camera pans left": the pattern moves right;
 objects move in screen coordinates, as if the camera followed them).  Motions per object:
 left right up down (straight, 22–34 px over 81 frames), bounce (vertical hops of 10–18 px,
 period 18–30 frames), circle (a loop of radius 7–11 px, period 36–60 frames), grow / shrink
