@@ -8,7 +8,7 @@ read from here; nothing else hard-codes a shift, a step list or a tap.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 # Block indices of the confidence taps in the 30-block model of the DSA paper (§3.2).
@@ -82,7 +82,6 @@ class SamplingConfig:
     fps: int = 16
     height: int = 480
     width: int = 832
-    trained_latent_frames: int = 21
     # Rolling KV window (latent frames, sinks included) and the sink frames kept at its front.
     window_frames: int = 21
     sink_frames: int = 3
@@ -152,9 +151,6 @@ class Preset:
     def validate(self) -> None:
         self.model.validate()
         self.sampling.validate(self.model.chunk_frames)
-
-    def with_overrides(self, **sampling: Any) -> Preset:
-        return replace(self, sampling=replace(self.sampling, **sampling))
 
 
 WAN_1_3B = Preset(

@@ -243,7 +243,6 @@ class Stage:
 
     name: ClassVar[str]
     Config: ClassVar[type[StageConfig]]
-    needs: ClassVar[tuple[str, ...]] = ()  # stages whose exported weights this one loads
 
     def __init__(self, cfg: StageConfig, run: Run) -> None:
         self.cfg = cfg

@@ -95,7 +95,6 @@ def dmd_loss(x0: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> 
 class DmdStage(Stage):
     name = "dmd"
     Config = DmdConfig
-    needs = ("ode", "teacher")
 
     def __init__(self, cfg: DmdConfig, run) -> None:
         super().__init__(cfg, run)

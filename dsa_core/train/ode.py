@@ -50,7 +50,6 @@ def student_from_teacher(cfg: StageConfig, preset, device) -> CausalWanModel:
 class OdeStage(Stage):
     name = "ode"
     Config = OdeConfig
-    needs = ("teacher",)
 
     def __init__(self, cfg: OdeConfig, run) -> None:
         super().__init__(cfg, run)

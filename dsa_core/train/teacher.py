@@ -118,7 +118,6 @@ def load_teacher(cfg: StageConfig, preset, device) -> tuple[CausalWanModel, Text
 class TeacherStage(Stage):
     name = "teacher"
     Config = TeacherConfig
-    needs = ("vae",)
 
     def __init__(self, cfg: TeacherConfig, run) -> None:
         super().__init__(cfg, run)

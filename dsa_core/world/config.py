@@ -65,10 +65,6 @@ class WorldConfig:
         """Events are only sampled for clips of at least `MIN_FRAMES_FOR_EVENTS` frames."""
         return self.num_frames >= MIN_FRAMES_FOR_EVENTS
 
-    @property
-    def max_objects(self) -> int:
-        return len(self.object_count_probs)
-
 
 def _check_probs(name: str, probs: tuple[float, ...], length: int | None) -> None:
     if not isinstance(probs, tuple) or not probs:

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from types import MappingProxyType
 
-import numpy as np
-
 # Saturated, clearly distinct colours; objects and backgrounds share the palette, and the
 # sampler only puts an object on a background it contrasts with (see `MIN_OBJECT_CONTRAST`).
 COLORS: MappingProxyType[str, tuple[int, int, int]] = MappingProxyType(
@@ -30,7 +28,6 @@ COLORS: MappingProxyType[str, tuple[int, int, int]] = MappingProxyType(
     }
 )
 COLOR_NAMES: tuple[str, ...] = tuple(COLORS)
-COLOR_RGB = np.array([COLORS[c] for c in COLOR_NAMES], dtype=np.float64)
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "hexagon", "diamond")
 SIZES: tuple[str, ...] = ("small", "large")
