@@ -10,7 +10,11 @@ import numpy as np
 
 
 class Mp4Writer:
-    """Append uint8 T×H×W×3 frame batches as they stream in; `close()` finishes the file."""
+    """Append uint8 T×H×W×3 frame batches as they stream in; `close()` finishes the file.
+
+    H.264 in the container the file's suffix names: `.mp4` for files, `.ts` (MPEG-TS) for
+    the segments a browser's streaming player appends one after another.
+    """
 
     def __init__(self, path: str | Path, fps: int) -> None:
         self.path = Path(path)
@@ -30,7 +34,8 @@ class Mp4Writer:
                 pix_fmt_out="yuv420p",
                 # Small frames are not padded to 16; yuv420p only needs even sizes.
                 macro_block_size=2,
-                output_params=["-crf", "18", "-preset", "veryfast", "-movflags", "+faststart"],
+                output_params=["-crf", "18", "-preset", "veryfast"]
+                + (["-movflags", "+faststart"] if self.path.suffix == ".mp4" else []),
                 ffmpeg_log_level="error",
             )
             self._gen.send(None)

@@ -1,0 +1,93 @@
+"""The Gradio app against a real server: streaming updates, chart data, MP4, Stop, bad input."""
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from gradio_client import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DSA_OUTPUT_DIR": str(tmp_path_factory.mktemp("outputs"))}
+    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while True:
+        try:
+            c = Client(f"http://127.0.0.1:{port}/", verbose=False)
+            break
+        except Exception:
+            if time.time() > deadline or server.poll() is not None:
+                server.kill()
+                raise
+            time.sleep(1)
+    yield c
+    server.terminate()
+    server.wait(timeout=30)
+
+
+ARGS = ["a red ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1]  # prompt, schedule, steps, counts, margin, tol, min
+
+
+@pytest.mark.slow
+def test_stream_charts_and_mp4(client, random_pipe):
+    job = client.submit(*ARGS, 3, 5, False, api_name="/generate")
+    updates = list(job)
+    *streaming, final = updates
+    assert len(streaming) >= 2
+    events = list(random_pipe.generate("a red ball", "adaptive", seconds=3, seed=5))
+    assert len(streaming) == len(events)
+    conf = streaming[-1][1]["data"]
+    expected = [[j + 1, c, f"chunk {e.index}"] for e in events for j, c in enumerate(e.confidence)]
+    assert [[s, round(c, 6), k] for s, c, k in conf] == [[s, round(c, 6), k] for s, c, k in expected]
+    assert streaming[-1][2]["data"] == [[e.index, e.steps] for e in events]
+    mp4 = final[4]["video"] if isinstance(final[4], dict) else final[4]
+    probe = subprocess.run(
+        [shutil.which("ffprobe"), "-v", "error", "-select_streams", "v:0", "-count_frames",
+         "-show_entries", "stream=codec_name,nb_read_frames", "-of", "json", mp4],
+        capture_output=True, text=True, check=True,
+    )
+    stream = json.loads(probe.stdout)["streams"][0]
+    assert stream["codec_name"] == "h264"
+    assert int(stream["nb_read_frames"]) == sum(len(e.frames) for e in events)
+    assert json.loads(Path(final[6]).read_text())["nfe"] == events[-1].nfe
+
+
+@pytest.mark.slow
+def test_stop_ends_the_stream_within_a_chunk(client):
+    job = client.submit(*ARGS, 30, 1, False, api_name="/generate")
+    for _ in job:
+        job.cancel()
+        break
+    time.sleep(3)
+    assert len(job.outputs()) <= 2  # 30 s would be 40 chunks
+    follow = client.submit(*ARGS, 1, 2, False, api_name="/generate")
+    assert len(list(follow)) >= 2  # the server serves the next request normally
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "args,match",
+    [
+        (["   ", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 2, 0, False], "prompt must be a non-empty string"),
+        (["a ball", "fixed", 9, "4,3,2", 0.02, 0.01, 1, 2, 0, False], "steps=9 is outside the allowed range"),
+        (["a ball", "diagonal", 4, "4,x,2", 0.02, 0.01, 1, 2, 0, False], "diagonal counts '4,x,2' must be integers"),
+        (["a ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 5000, 0, False], "5000 is greater than maximum value 60"),
+    ],
+)
+def test_bad_input_is_a_visible_error_and_the_server_keeps_serving(client, args, match):
+    with pytest.raises(Exception, match=match):
+        client.predict(*args, api_name="/generate")
+    assert len(list(client.submit(*ARGS, 1, 3, False, api_name="/generate"))) >= 2
