@@ -2,10 +2,12 @@
 
 Generate tab: the video streams in chunk by chunk (each chunk an H.264 segment the player
 appends), with the confidence after every step and the steps of every chunk charted as
-they arrive; at the end, the MP4, the per-chunk table and the JSON to download.
+they arrive; a next prompt takes effect from the next chunk; at the end, the MP4, the
+per-chunk table and the JSON to download.  Compare tab: one prompt, seed and initial noise
+through two or three schedules, streamed side by side.
 """
 
-import spaces  # noqa: F401, I001  # before torch: on a ZeroGPU Space it patches CUDA at import
+import spaces  # noqa: I001  # before torch: on a ZeroGPU Space it patches CUDA at import
 
 import argparse
 import json
@@ -19,7 +21,7 @@ import gradio as gr
 import pandas as pd
 
 from dsa_core.media import Mp4Writer, write_mp4
-from dsa_core.pipeline import StreamingPipeline
+from dsa_core.pipeline import ChunkEvent, Generation, StreamingPipeline
 from dsa_core.schedules import SCHEDULES
 from dsa_core.weights import default_weights_dir
 
@@ -37,6 +39,7 @@ PARAMS = {
     "adaptive": {"steps": "max_steps", "margin": "margin", "tol": "tol", "min_steps": "min_steps"},
     "proxy": {"steps": "max_steps", "margin": "margin", "tol": "tol", "min_steps": "min_steps"},
 }
+ACTIVE: dict[str, Generation] = {}  # the running generation of each browser session
 
 
 def load_pipeline() -> tuple[StreamingPipeline, str]:
@@ -60,89 +63,185 @@ def number(value, name: str) -> float:
     return value
 
 
-def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed):
-    widgets = {"steps": steps, "counts": counts, "margin": margin, "tol": tol, "min_steps": min_steps}
-    params = {arg: widgets[w] for w, arg in PARAMS.get(schedule, {}).items()}
+def start(prompt, schedule, widgets: dict, seconds, seed) -> Generation:
+    """Validate the form and start a generation; bad input becomes a visible error."""
+    params = {arg: widgets[w] for w, arg in PARAMS.get(schedule, {}).items() if widgets[w] is not None}
     for key in ("steps", "max_steps", "min_steps"):
         if key in params:
             params[key] = int(number(params[key], key))
-    seed = random.randrange(2**31) if random_seed else int(number(seed, "seed"))
     try:
-        gen = PIPE.generate(prompt, schedule, seconds=float(number(seconds, "seconds")), seed=seed, **params)
+        return PIPE.generate(prompt, schedule, seconds=float(number(seconds, "seconds")), seed=int(seed), **params)
     except ValueError as err:
         raise gr.Error(str(err)) from None
-    folder = OUTPUT_DIR / uuid.uuid4().hex
-    video = Mp4Writer(folder / "video.mp4", FPS)
-    conf_rows, step_rows, frames = [], [], 0
+
+
+class ChunkView:
+    """What one streaming generation shows: segments, chart data, running figures, final files."""
+
+    def __init__(self, gen: Generation) -> None:
+        self.gen = gen
+        self.folder = OUTPUT_DIR / uuid.uuid4().hex
+        self.video = Mp4Writer(self.folder / "video.mp4", FPS)
+        self.conf_rows: list[dict] = []
+        self.step_rows: list[dict] = []
+        self.frames = 0
+
+    def add(self, e: ChunkEvent) -> tuple:
+        segment = self.folder / f"chunk_{e.index:03d}.ts"
+        write_mp4(segment, [e.frames], FPS)
+        self.video.write(e.frames)
+        self.frames += len(e.frames)
+        # One line per step number across chunks: a chunk that stopped early ends its lines.
+        self.conf_rows += [{"chunk": e.index, "confidence": c, "step": f"step {j + 1}"}
+                           for j, c in enumerate(e.confidence)]
+        self.step_rows.append({"chunk": str(e.index), "steps": e.steps})
+        figures = (
+            f"**{self.gen.schedule.name}** · seed {self.gen.seed} · **NFE** {e.nfe} · "
+            f"**{self.frames / e.elapsed_s:.1f}** generated frames/s · first chunk after "
+            f"**{self.gen.events[0].elapsed_s:.2f} s** · chunk {e.index + 1}/{e.num_chunks} · prompt: {e.prompt}"
+        )
+        return str(segment), pd.DataFrame(self.conf_rows), pd.DataFrame(self.step_rows), figures
+
+    def finish(self) -> tuple[str, pd.DataFrame, str, dict]:
+        self.video.close()
+        summary = self.gen.summary()
+        (self.folder / "video.json").write_text(json.dumps(summary, indent=2))
+        table = pd.DataFrame([{k: v for k, v in c.items() if k not in ("timesteps", "head_confidence")}
+                              for c in summary["chunks"]])
+        return str(self.video.path), table, str(self.folder / "video.json"), summary
+
+
+@spaces.GPU
+def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed,
+             request: gr.Request):
+    widgets = {"steps": steps, "counts": counts, "margin": margin, "tol": tol, "min_steps": min_steps}
+    seed = random.randrange(2**31) if random_seed else number(seed, "seed")
+    gen = start(prompt, schedule, widgets, seconds, seed)
+    view = ChunkView(gen)
+    ACTIVE[request.session_hash] = gen
     try:
         for e in gen:
-            segment = folder / f"chunk_{e.index:03d}.ts"
-            write_mp4(segment, [e.frames], FPS)
-            video.write(e.frames)
-            frames += len(e.frames)
-            conf_rows += [
-                {"step": j + 1, "confidence": c, "chunk": f"chunk {e.index}"} for j, c in enumerate(e.confidence)
-            ]
-            step_rows.append({"chunk": e.index, "steps": e.steps})
-            figures = (
-                f"**seed** {seed} · **NFE** {e.nfe} · **{frames / e.elapsed_s:.1f}** generated frames/s · "
-                f"first chunk after **{gen.events[0].elapsed_s:.2f} s** · chunk {e.index + 1}/{e.num_chunks}"
-            )
-            yield str(segment), pd.DataFrame(conf_rows), pd.DataFrame(step_rows), figures, *[gr.skip()] * 3
+            yield *view.add(e), *[gr.skip()] * 3
     finally:
-        video.close()
-    summary = gen.summary()
-    (folder / "video.json").write_text(json.dumps(summary, indent=2))
-    table = pd.DataFrame([{k: v for k, v in c.items() if k not in ("timesteps", "head_confidence")}
-                          for c in summary["chunks"]])
-    yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), str(video.path), table, str(folder / "video.json")
+        ACTIVE.pop(request.session_hash, None)
+        mp4, table, report, _ = view.finish()
+    yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), mp4, table, report
+
+
+def next_prompt(prompt, recache, request: gr.Request) -> str:
+    gen = ACTIVE.get(request.session_hash)
+    if gen is None:
+        raise gr.Error("nothing is generating: the next prompt applies to a running generation")
+    try:
+        gen.change_prompt(prompt, recache=bool(recache))
+    except ValueError as err:
+        raise gr.Error(str(err)) from None
+    return f"takes effect from the next chunk: {prompt.strip()}"
+
+
+@spaces.GPU
+def compare(prompt, names, seconds, seed):
+    if not 2 <= len(names or []) <= 3:
+        raise gr.Error(f"choose 2 or 3 schedules to compare (chose {len(names or [])})")
+    defaults = {"steps": None, "counts": None, "margin": None, "tol": None, "min_steps": None}
+    views = [ChunkView(start(prompt, name, defaults, seconds, number(seed, "seed"))) for name in names]
+    outputs: list = [gr.skip()] * 13
+    iterators = [iter(v.gen) for v in views]
+    # Chunk by chunk, in turns: every schedule streams at once from the same noise.
+    while any(it is not None for it in iterators):
+        for i, it in enumerate(iterators):
+            if it is None:
+                continue
+            e = next(it, None)
+            if e is None:
+                iterators[i] = None
+                continue
+            outputs[4 * i : 4 * i + 4] = views[i].add(e)
+            yield tuple(outputs)
+    rows = []
+    for v in views:
+        _, _, _, s = v.finish()
+        rows.append({"schedule": v.gen.schedule.name, "NFE": s["nfe"], "frames": s["num_frames"],
+                     "generated FPS": round(v.frames / v.gen.events[-1].elapsed_s, 1),
+                     "first-chunk latency s": round(v.gen.events[0].elapsed_s, 3),
+                     "mean steps": round(sum(c["steps"] for c in s["chunks"]) / len(s["chunks"]), 2)})
+    yield *[gr.skip()] * 12, pd.DataFrame(rows)
+
+
+def charts(max_steps: int) -> tuple[gr.LinePlot, gr.BarPlot]:
+    return (
+        gr.LinePlot(x="chunk", y="confidence", color="step", y_lim=[0, 1], title="Confidence after each step"),
+        gr.BarPlot(x="chunk", y="steps", y_lim=[0, max_steps], title="Steps per chunk"),
+    )
 
 
 def build() -> gr.Blocks:
-    d = PIPE.preset.schedules
+    d, s = PIPE.preset.schedules, PIPE.preset.sampling
     with gr.Blocks(title="DSA Video") as demo:
         gr.Markdown("# DSA Video — streaming video diffusion with dynamic step allocation")
         if NOTICE:
             gr.Markdown(NOTICE)
-        with gr.Row():
-            with gr.Column(scale=2):
-                prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=2)
-                gr.Examples(EXAMPLES, inputs=prompt)
-                schedule = gr.Radio(list(SCHEDULES), value="adaptive", label="Schedule")
-                with gr.Accordion("Schedule parameters", open=False):
-                    steps = gr.Number(
-                        d.fixed_steps, precision=0, label="steps (fixed; FFE after chunk 0; adaptive max)"
-                    )
-                    counts = gr.Textbox(",".join(map(str, d.diagonal_counts)), label="diagonal step counts")
-                    margin = gr.Number(d.adaptive_margin, label="margin (adaptive/proxy)")
-                    tol = gr.Number(d.adaptive_tol, label="tol (adaptive/proxy)")
-                    min_steps = gr.Number(d.adaptive_min_steps, precision=0, label="min steps (adaptive/proxy)")
-                with gr.Row():
-                    seconds = gr.Slider(1, PIPE.preset.sampling.max_seconds, value=5, step=1, label="Seconds")
-                    seed = gr.Number(0, precision=0, label="Seed")
-                    random_seed = gr.Checkbox(False, label="random seed")
-                with gr.Row():
-                    go = gr.Button("Generate", variant="primary")
-                    stop = gr.Button("Stop", variant="stop")
-            with gr.Column(scale=3):
-                stream = gr.Video(label="Live", streaming=True, autoplay=True, height=320)
-                figures = gr.Markdown()
-        with gr.Row():
-            conf_plot = gr.LinePlot(x="step", y="confidence", color="chunk", y_lim=[0, 1],
-                                    title="Confidence after each step")
-            steps_plot = gr.BarPlot(x="chunk", y="steps", y_lim=[0, PIPE.preset.sampling.max_steps],
-                                    title="Steps per chunk")
-        with gr.Row():
-            final = gr.Video(label="Video (MP4)")
-            report = gr.File(label="Per-chunk statistics (JSON)")
-        table = gr.Dataframe(label="Per-chunk statistics")
-        event = go.click(
-            generate,
-            [prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed],
-            [stream, conf_plot, steps_plot, figures, final, table, report],
-            api_name="generate",
-        )
-        stop.click(None, cancels=[event])
+        with gr.Tab("Generate"):
+            with gr.Row():
+                with gr.Column(scale=2):
+                    prompt = gr.Textbox(label="Prompt", value=EXAMPLES[0], lines=2)
+                    gr.Examples(EXAMPLES, inputs=prompt)
+                    schedule = gr.Radio(list(SCHEDULES), value="adaptive", label="Schedule")
+                    with gr.Accordion("Schedule parameters", open=False):
+                        steps = gr.Number(d.fixed_steps, precision=0,
+                                          label="steps (fixed; FFE after chunk 0; adaptive/proxy max)")
+                        counts = gr.Textbox(",".join(map(str, d.diagonal_counts)), label="diagonal step counts")
+                        margin = gr.Number(d.adaptive_margin, label="margin (adaptive/proxy)")
+                        tol = gr.Number(d.adaptive_tol, label="tol (adaptive/proxy)")
+                        min_steps = gr.Number(d.adaptive_min_steps, precision=0, label="min steps (adaptive/proxy)")
+                    with gr.Row():
+                        seconds = gr.Slider(1, s.max_seconds, value=5, step=1, label="Seconds")
+                        seed = gr.Number(0, precision=0, label="Seed")
+                        random_seed = gr.Checkbox(False, label="random seed")
+                    gr.Dropdown(["tiny"], value="tiny", label="Model", interactive=False,
+                                info="wan-1.3b appears where its weights and a GPU are present")
+                    with gr.Row():
+                        go = gr.Button("Generate", variant="primary")
+                        stop = gr.Button("Stop", variant="stop")
+                    with gr.Row():
+                        upcoming = gr.Textbox(label="Next prompt (from the next chunk on)", scale=3)
+                        recache = gr.Checkbox(False, label="re-cache earlier chunks")
+                        switch = gr.Button("Switch", scale=1)
+                    switched = gr.Markdown()
+                with gr.Column(scale=3):
+                    stream = gr.Video(label="Live", streaming=True, autoplay=True, height=320)
+                    figures = gr.Markdown()
+            with gr.Row():
+                conf_plot, steps_plot = charts(s.max_steps)
+            with gr.Row():
+                final = gr.Video(label="Video (MP4)", height=320)
+                report = gr.File(label="Per-chunk statistics (JSON)")
+            table = gr.Dataframe(label="Per-chunk statistics")
+            event = go.click(
+                generate,
+                [prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed],
+                [stream, conf_plot, steps_plot, figures, final, table, report],
+                api_name="generate",
+            )
+            stop.click(None, cancels=[event])
+            switch.click(next_prompt, [upcoming, recache], switched, api_name="next_prompt", queue=False)
+        with gr.Tab("Compare"):
+            c_prompt = gr.Textbox(label="Prompt", value=EXAMPLES[1], lines=2)
+            with gr.Row():
+                c_names = gr.CheckboxGroup(list(SCHEDULES), value=["adaptive", "fixed", "ffe"],
+                                           label="Schedules (2 or 3; each with its defaults)")
+                c_seconds = gr.Slider(1, s.max_seconds, value=5, step=1, label="Seconds")
+                c_seed = gr.Number(0, precision=0, label="Seed (same initial noise for all)")
+            c_go = gr.Button("Compare", variant="primary")
+            columns = []
+            with gr.Row():
+                for i in range(3):
+                    with gr.Column():
+                        video = gr.Video(label=f"Schedule {i + 1}", streaming=True, autoplay=True, height=240)
+                        line, bars = charts(s.max_steps)
+                        columns += [video, line, bars, gr.Markdown()]
+            summary = gr.Dataframe(label="Summary")
+            c_go.click(compare, [c_prompt, c_names, c_seconds, c_seed], [*columns, summary], api_name="compare")
     return demo
 
 
@@ -150,7 +249,9 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default=os.environ.get("DSA_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("DSA_PORT", "7860")))
+    parser.add_argument("--max-queue", type=int, default=int(os.environ.get("DSA_MAX_QUEUE", "16")))
     args = parser.parse_args()
-    build().queue(default_concurrency_limit=1).launch(
+    # One generation at a time per device; others wait and see their queue position.
+    build().queue(default_concurrency_limit=1, max_size=args.max_queue).launch(
         server_name=args.host, server_port=args.port, allowed_paths=[str(OUTPUT_DIR)]
     )

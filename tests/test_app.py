@@ -50,9 +50,9 @@ def test_stream_charts_and_mp4(client, random_pipe):
     events = list(random_pipe.generate("a red ball", "adaptive", seconds=3, seed=5))
     assert len(streaming) == len(events)
     conf = streaming[-1][1]["data"]
-    expected = [[j + 1, c, f"chunk {e.index}"] for e in events for j, c in enumerate(e.confidence)]
-    assert [[s, round(c, 6), k] for s, c, k in conf] == [[s, round(c, 6), k] for s, c, k in expected]
-    assert streaming[-1][2]["data"] == [[e.index, e.steps] for e in events]
+    expected = [[e.index, c, f"step {j + 1}"] for e in events for j, c in enumerate(e.confidence)]
+    assert [[k, round(c, 6), s] for k, c, s in conf] == [[k, round(c, 6), s] for k, c, s in expected]
+    assert streaming[-1][2]["data"] == [[str(e.index), e.steps] for e in events]
     mp4 = final[4]["video"] if isinstance(final[4], dict) else final[4]
     probe = subprocess.run(
         [shutil.which("ffprobe"), "-v", "error", "-select_streams", "v:0", "-count_frames",
@@ -91,3 +91,24 @@ def test_bad_input_is_a_visible_error_and_the_server_keeps_serving(client, args,
     with pytest.raises(Exception, match=match):
         client.predict(*args, api_name="/generate")
     assert len(list(client.submit(*ARGS, 1, 3, False, api_name="/generate"))) >= 2
+
+
+@pytest.mark.slow
+def test_next_prompt_takes_effect_mid_stream(client):
+    job = client.submit("a red ball", "fixed", 1, "4,3,2", 0.02, 0.01, 1, 4, 1, False, api_name="/generate")
+    for i, _ in enumerate(job):
+        if i == 0:
+            assert "next chunk" in client.predict("a blue square", False, api_name="/next_prompt")
+    prompts = [row[-1] for row in job.result()[5]["data"]]
+    assert prompts[0] == "a red ball" and prompts[-1] == "a blue square"
+
+
+@pytest.mark.slow
+def test_compare_streams_schedules_side_by_side(client):
+    job = client.submit("a red ball", ["adaptive", "fixed", "diagonal"], 2, 1, api_name="/compare")
+    updates = list(job)
+    assert len(updates) >= 2 * 3  # every schedule streams each of its chunks
+    rows = {r[0]: r for r in job.result()[12]["data"]}
+    assert rows["fixed"][1] == 3 * 5 and rows["diagonal"][1] == 4 + 3 + 2  # NFE: 2 s = 3 chunks
+    with pytest.raises(Exception, match="choose 2 or 3 schedules"):
+        client.predict("a red ball", ["adaptive"], 2, 1, api_name="/compare")
