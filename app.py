@@ -222,6 +222,7 @@ def build() -> gr.Blocks:
                 [prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed],
                 [stream, conf_plot, steps_plot, figures, final, table, report],
                 api_name="generate",
+                concurrency_id="device",
             )
             stop.click(None, cancels=[event])
             switch.click(next_prompt, [upcoming, recache], switched, api_name="next_prompt", queue=False)
@@ -241,7 +242,8 @@ def build() -> gr.Blocks:
                         line, bars = charts(s.max_steps)
                         columns += [video, line, bars, gr.Markdown()]
             summary = gr.Dataframe(label="Summary")
-            c_go.click(compare, [c_prompt, c_names, c_seconds, c_seed], [*columns, summary], api_name="compare")
+            c_go.click(compare, [c_prompt, c_names, c_seconds, c_seed], [*columns, summary], api_name="compare",
+                       concurrency_id="device")
     return demo
 
 
@@ -251,7 +253,8 @@ if __name__ == "__main__":
     parser.add_argument("--port", type=int, default=int(os.environ.get("DSA_PORT", "7860")))
     parser.add_argument("--max-queue", type=int, default=int(os.environ.get("DSA_MAX_QUEUE", "16")))
     args = parser.parse_args()
-    # One generation at a time per device; others wait and see their queue position.
+    # Generate and Compare share the "device" queue: one generation at a time, others wait
+    # and see their position.
     build().queue(default_concurrency_limit=1, max_size=args.max_queue).launch(
         server_name=args.host, server_port=args.port, allowed_paths=[str(OUTPUT_DIR)]
     )

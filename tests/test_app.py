@@ -112,3 +112,18 @@ def test_compare_streams_schedules_side_by_side(client):
     assert rows["fixed"][1] == 3 * 5 and rows["diagonal"][1] == 4 + 3 + 2  # NFE: 2 s = 3 chunks
     with pytest.raises(Exception, match="choose 2 or 3 schedules"):
         client.predict("a red ball", ["adaptive"], 2, 1, api_name="/compare")
+
+
+@pytest.mark.slow
+def test_one_generation_at_a_time_others_see_their_queue_position(client):
+    first = client.submit(*ARGS, 30, 1, False, api_name="/generate")
+    next(iter(first))  # running
+    waiting = client.submit("a red ball", ["fixed", "ffe"], 1, 1, api_name="/compare")
+    seen = set()
+    for _ in range(30):  # the first generation runs for seconds: the second must be waiting
+        status = waiting.status()
+        seen.add((status.code.name, status.rank))
+        time.sleep(0.1)
+    assert ("IN_QUEUE", 0) in seen and not any(code in ("PROCESSING", "ITERATING") for code, _ in seen)
+    first.cancel()
+    assert waiting.result(timeout=120)[12]["data"]
