@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -313,6 +314,10 @@ class StreamingPipeline:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     dtype: torch.dtype = torch.float32
     random_init: bool = False
+    # False for checkpoints without a DSA-trained head (the public Self-Forcing one).
+    trained_head: bool = True
+    # Keep the text encoder on the CPU: on a small GPU its weights outweigh the generator's.
+    low_memory: bool = False
 
     def __post_init__(self) -> None:
         self.scheduler = FlowMatchScheduler(self.preset.sampling.shift, self.preset.sampling.num_train_timesteps)
@@ -383,6 +388,13 @@ class StreamingPipeline:
         prompt = self.check_prompt(prompt)
         seconds = self.check_seconds(seconds)
         seed = self.check_seed(seed)
+        if schedule == "adaptive" and not self.trained_head:
+            warnings.warn(
+                f"{self.preset.name} has no trained confidence head: 'adaptive' runs as 'proxy' "
+                "(the same rule on the agreement of successive x0 predictions)",
+                stacklevel=2,
+            )
+            schedule = "proxy"
         if isinstance(schedule, str):
             schedule = make_schedule(schedule, self.preset, **schedule_params)
         elif schedule_params:

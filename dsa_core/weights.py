@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -24,6 +25,10 @@ from .vae import make_vae
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = "MANIFEST"
+# The public checkpoints the wan-1.3b preset streams with.
+SELF_FORCING_REPO, SELF_FORCING_FILE = "gdhe17/Self-Forcing", "checkpoints/self_forcing_dmd.pt"
+WAN_DIFFUSERS_REPO = "Wan-AI/Wan2.1-T2V-1.3B-Diffusers"
+WAN_PARTS = ("text_encoder/*", "tokenizer/*", "vae/*")
 
 
 def default_weights_dir(name: str) -> Path:
@@ -98,6 +103,86 @@ def check_config(preset: Preset, path: Path) -> None:
             )
 
 
+@dataclass
+class WanSource:
+    """Where the wan-1.3b files are on disk."""
+
+    transformer: Path  # Self-Forcing's .pt (a dict with `generator_ema`, keys prefixed `model.`)
+    diffusers: Path  # the Wan2.1 Diffusers repo: text_encoder/, tokenizer/, vae/
+
+
+def resolve_wan(local_dir: str | Path | None = None, cache_dir: str | None = None,
+                revision: str | None = None) -> WanSource:
+    """Find the wan-1.3b files: in `local_dir` (laid out as `<repo id>/<file>`, e.g. after
+    `huggingface-cli download REPO --local-dir DIR/REPO`), else through the Hub cache.
+    `HF_HUB_OFFLINE=1` is honoured by huggingface_hub: only cached files are used."""
+    if local_dir is not None:
+        root = Path(local_dir)
+        return WanSource(root / SELF_FORCING_REPO / SELF_FORCING_FILE, root / WAN_DIFFUSERS_REPO)
+    from huggingface_hub import hf_hub_download, snapshot_download
+
+    pt = hf_hub_download(SELF_FORCING_REPO, SELF_FORCING_FILE, cache_dir=cache_dir, revision=revision)
+    diffusers = snapshot_download(WAN_DIFFUSERS_REPO, allow_patterns=list(WAN_PARTS), cache_dir=cache_dir)
+    return WanSource(Path(pt), Path(diffusers))
+
+
+def load_self_forcing(preset: Preset, path: Path) -> tuple[CausalWanModel, bool]:
+    """The causal generator from a Self-Forcing checkpoint; also says whether it has a DSA head.
+
+    The file is a pickle container, so only `torch.load(weights_only=True)` reads it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing (expected {SELF_FORCING_REPO}/{SELF_FORCING_FILE})")
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(ckpt, dict) or "generator_ema" not in ckpt:
+        entries = sorted(ckpt) if isinstance(ckpt, dict) else type(ckpt).__name__
+        raise ValueError(f"{path}: no 'generator_ema' entry (found {entries})")
+    raw = ckpt["generator_ema"]
+    unprefixed = [k for k in raw if not k.startswith("model.")]
+    if unprefixed:
+        raise ValueError(f"{path}: key {unprefixed[0]!r} lacks the 'model.' prefix of Self-Forcing checkpoints")
+    state = {k.removeprefix("model."): v for k, v in raw.items()}
+    model = CausalWanModel(preset.model)
+    expected = model.state_dict()
+    unexpected = [k for k in state if k not in expected]
+    if unexpected:
+        raise ValueError(f"{path}: unexpected key {unexpected[0]!r} ({len(unexpected)} unexpected in all)")
+    missing = [k for k in expected if k not in state and not k.startswith("confidence_head.")]
+    if missing:
+        raise ValueError(f"{path}: missing key {missing[0]!r} ({len(missing)} missing in all)")
+    for k, v in state.items():
+        if v.shape != expected[k].shape:
+            want = tuple(expected[k].shape)
+            raise ValueError(f"{path}: key {k!r} has shape {tuple(v.shape)}, the model expects {want}")
+    model.load_state_dict(state, strict=False)
+    return model, any(k.startswith("confidence_head.") for k in state)
+
+
+def load_wan(preset: Preset, source: WanSource, device: torch.device, dtype: torch.dtype,
+             low_memory: bool = False):
+    """A `StreamingPipeline` on the public Self-Forcing generator, Wan's umT5 and Wan's VAE."""
+    from diffusers import AutoencoderKLWan
+
+    from .pipeline import StreamingPipeline
+
+    model, trained_head = load_self_forcing(preset, source.transformer)
+    vae_dir = source.diffusers / "vae"
+    if not vae_dir.is_dir():
+        raise FileNotFoundError(f"{vae_dir} is missing (expected {WAN_DIFFUSERS_REPO}/vae)")
+    vae = AutoencoderKLWan.from_pretrained(vae_dir, torch_dtype=torch.float32)
+    text = TextEncoder.from_pretrained(source.diffusers, text_len=preset.model.text_len,
+                                       dtype=dtype if device.type == "cuda" else torch.float32,
+                                       local_files_only=True)
+    model.to(device, dtype)
+    vae.to(device)
+    text.to("cpu" if low_memory else device)
+    for module in (model, vae, text):
+        module.eval().requires_grad_(False)
+    return StreamingPipeline(preset, model, vae, text, device=device, dtype=dtype, trained_head=trained_head,
+                             low_memory=low_memory)
+
+
 def pick_device(device: str | torch.device | None) -> torch.device:
     if device is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -118,8 +203,9 @@ def load_components(
     preset = get_preset(name)
     preset.validate()
     dev = pick_device(device)
-    if name != "tiny":
-        raise ValueError(f"model={name!r}: only the embedded 'tiny' model can be loaded by this version")
+    if name == "wan-1.3b":
+        dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
+        return load_wan(preset, resolve_wan(weights_dir), dev, dtype)
     if random_init:
         torch.manual_seed(seed)
         model = CausalWanModel(preset.model)
