@@ -95,8 +95,9 @@ class ChunkView:
         self.conf_rows += [{"chunk": e.index, "confidence": c, "step": f"step {j + 1}"}
                            for j, c in enumerate(e.confidence)]
         self.step_rows.append({"chunk": str(e.index), "steps": e.steps})
+        fallback = "" if PIPE.trained_head else " (this model has no trained confidence head: adaptive runs as proxy)"
         figures = (
-            f"**{self.gen.schedule.name}** · seed {self.gen.seed} · **NFE** {e.nfe} · "
+            f"**{self.gen.schedule.name}**{fallback} · seed {self.gen.seed} · **NFE** {e.nfe} · "
             f"**{self.frames / e.elapsed_s:.1f}** generated frames/s · first chunk after "
             f"**{self.gen.events[0].elapsed_s:.2f} s** · chunk {e.index + 1}/{e.num_chunks} · prompt: {e.prompt}"
         )

@@ -57,6 +57,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="weights folder (default: weights/<model>)")
     p.add_argument("--random-init", action="store_true", help="random weights: tests the machinery, not the model")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
+    p.add_argument("--low-memory", action="store_true", help="wan-1.3b: keep the text encoder on the CPU")
     p.add_argument("--out", default="out.mp4")
     return p
 
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
         pipe = StreamingPipeline.from_preset(
-            args.model, weights_dir=args.weights, random_init=args.random_init, device=args.device, seed=args.seed
+            args.model, weights_dir=args.weights, random_init=args.random_init, device=args.device, seed=args.seed,
+            low_memory=args.low_memory,
         )
         gen = pipe.generate(args.prompt, args.schedule, seconds=args.seconds, seed=args.seed, **params)
     except (ValueError, FileNotFoundError) as err:

@@ -332,10 +332,12 @@ class StreamingPipeline:
         random_init: bool = False,
         device: str | torch.device | None = None,
         seed: int = 0,
+        low_memory: bool = False,
     ) -> StreamingPipeline:
         from .weights import load_components
 
-        return load_components(name, weights_dir=weights_dir, random_init=random_init, device=device, seed=seed)
+        return load_components(name, weights_dir=weights_dir, random_init=random_init, device=device, seed=seed,
+                               low_memory=low_memory)
 
     def check_prompt(self, prompt: object) -> str:
         limit = self.preset.sampling.max_prompt_chars

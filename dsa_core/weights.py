@@ -196,8 +196,12 @@ def load_components(
     random_init: bool = False,
     device: str | torch.device | None = None,
     seed: int = 0,
+    low_memory: bool = False,
 ):
-    """Build a `StreamingPipeline` for preset `name` from verified local weights, or random ones."""
+    """Build a `StreamingPipeline` for preset `name` from verified local weights, or random ones.
+
+    For `wan-1.3b`, `weights_dir` is a local mirror of the Hub repos (else the Hub cache).
+    """
     from .pipeline import StreamingPipeline
 
     preset = get_preset(name)
@@ -205,7 +209,7 @@ def load_components(
     dev = pick_device(device)
     if name == "wan-1.3b":
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-        return load_wan(preset, resolve_wan(weights_dir), dev, dtype)
+        return load_wan(preset, resolve_wan(weights_dir), dev, dtype, low_memory=low_memory)
     if random_init:
         torch.manual_seed(seed)
         model = CausalWanModel(preset.model)
