@@ -160,6 +160,17 @@ def average_gradients(params: list[nn.Parameter], run: Run) -> None:
         offset += n
 
 
+def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, run: Run, max_norm: float | None = 1.0) -> None:
+    """Backward, average across ranks, clip, step: the same four moves for every stage."""
+    params = [p for group in opt.param_groups for p in group["params"]]
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    average_gradients(params, run)
+    if max_norm is not None:
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+    opt.step()
+
+
 def broadcast_parameters(modules: list[nn.Module], run: Run) -> None:
     """Start every rank from rank 0's weights."""
     if run.world_size == 1:

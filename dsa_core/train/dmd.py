@@ -23,7 +23,7 @@ from ..pipeline import Rollout
 from ..scheduler import FlowMatchScheduler
 from ..schedules import Timesteps
 from ..world import caption_corpus
-from .common import Stage, StageConfig, average_gradients, ema_update
+from .common import Stage, StageConfig, ema_update, optimizer_step
 from .teacher import flow_loss, load_teacher, sample_sigmas
 
 
@@ -156,12 +156,7 @@ class DmdStage(Stage):
             with torch.no_grad():
                 video, _ = self._rollout(states, g, grad=False)
             loss = flow_loss(self.critic, self.critic.prepare_text(states), video, g, self.scheduler)
-            self.critic_opt.zero_grad(set_to_none=True)
-            loss.backward()
-            params = list(self.critic.parameters())
-            average_gradients(params, self.run)
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            self.critic_opt.step()
+            optimizer_step(loss, self.critic_opt, self.run)
             critic_losses.append(loss.item())
 
         states, _ = self._texts(g)
@@ -180,12 +175,7 @@ class DmdStage(Stage):
         d = (video.detach() - x0_real).pow(2).unflatten(2, (-1, cf)).mean(dim=(1, 3, 4, 5))  # [B, chunks]
         l_conf = confidence_loss(logits, d, cfg.conf_lambda * self.stats.update(float(d.mean())))
         loss = l_dmd + cfg.conf_weight * l_conf
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        params = list(self.student.parameters())
-        average_gradients(params, self.run)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        self.opt.step()
+        optimizer_step(loss, self.opt, self.run)
         ema_update(self.ema, self.student, cfg.ema_decay)
         return {
             "dmd": l_dmd.item(),

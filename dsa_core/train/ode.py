@@ -19,7 +19,7 @@ from tqdm import tqdm
 from ..model import CausalWanModel, TextContext
 from ..scheduler import FlowMatchScheduler
 from ..world import caption_corpus
-from .common import Stage, StageConfig, average_gradients
+from .common import Stage, StageConfig, optimizer_step
 from .teacher import load_teacher, teacher_sample
 
 
@@ -115,12 +115,7 @@ class OdeStage(Stage):
         sigma = (t / self.scheduler.num_train_timesteps)[:, None, :, None, None]
         x0 = self.scheduler.to_x0(x_t, out.flow, sigma)
         loss = F.mse_loss(x0, self.targets[idx].float().to(self.run.device))
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        params = list(self.student.parameters())
-        average_gradients(params, self.run)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        self.opt.step()
+        optimizer_step(loss, self.opt, self.run)
         return {"x0_mse": loss.item()}
 
     def export(self, folder: Path) -> None:

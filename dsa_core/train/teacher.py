@@ -21,7 +21,7 @@ from ..scheduler import FlowMatchScheduler
 from ..text import TextEncoder, make_tiny_text_encoder
 from ..weights import sha256
 from ..world import caption_corpus
-from .common import Stage, StageConfig, average_gradients, ema_update
+from .common import Stage, StageConfig, ema_update, optimizer_step
 from .data import LatentCache, world_config
 
 
@@ -160,12 +160,7 @@ class TeacherStage(Stage):
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         text = self.teacher.prepare_text(self.text.encode(captions))
         loss = flow_loss(self.teacher, text, x0.to(self.run.device), g, self.scheduler)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        params = [p for group in self.opt.param_groups for p in group["params"]]
-        average_gradients(params, self.run)
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        self.opt.step()
+        optimizer_step(loss, self.opt, self.run)
         ema_update(self.ema, self.teacher, self.cfg.ema_decay)
         ema_update(self.text_ema, self.text, self.cfg.ema_decay)
         return {"flow": loss.item()}

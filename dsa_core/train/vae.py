@@ -9,7 +9,7 @@ import torch
 from torch.nn import functional as F
 
 from ..vae import make_vae
-from .common import Stage, StageConfig, average_gradients
+from .common import Stage, StageConfig, optimizer_step
 from .data import pixel_batch, world_config
 
 
@@ -56,10 +56,7 @@ class VaeStage(Stage):
         mse = F.mse_loss(rec, x)
         kl = posterior.kl().mean()
         loss = l1 + mse + self.cfg.kl_weight * kl
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        average_gradients(list(self.vae.parameters()), self.run)
-        self.opt.step()
+        optimizer_step(loss, self.opt, self.run, max_norm=None)
         return {"loss": loss.item(), "l1": l1.item(), "kl": kl.item()}
 
     @torch.no_grad()
