@@ -73,13 +73,17 @@ def verify_manifest(folder: Path) -> list[Path]:
     return files
 
 
-def load_transformer(preset: Preset, path: Path) -> CausalWanModel:
+def load_transformer(preset: Preset, path: Path, head_optional: bool = False) -> CausalWanModel:
+    """A DiT from a safetensors file in Wan's names; `head_optional` for checkpoints without a
+    confidence head (Wan's own teacher)."""
     model = CausalWanModel(preset.model)
     try:
         state = load_file(str(path))
     except (OSError, SafetensorError) as err:
         raise ValueError(f"{path} is not a readable safetensors file ({err})") from None
     missing, unexpected = model.load_state_dict(state, strict=False)
+    if head_optional:
+        missing = [k for k in missing if not k.startswith("confidence_head.")]
     if missing or unexpected:
         first = (missing or unexpected)[0]
         kind = "missing" if missing else "unexpected"
@@ -160,13 +164,21 @@ def load_self_forcing(preset: Preset, path: Path) -> tuple[CausalWanModel, bool]
 
 
 def load_wan(preset: Preset, source: WanSource, device: torch.device, dtype: torch.dtype,
-             low_memory: bool = False):
-    """A `StreamingPipeline` on the public Self-Forcing generator, Wan's umT5 and Wan's VAE."""
+             low_memory: bool = False, head: Path | None = None):
+    """A `StreamingPipeline` on the public Self-Forcing generator, Wan's umT5 and Wan's VAE.
+
+    `head`: a `confidence_head.safetensors` from `python -m dsa_core.train confidence-head
+    --model wan-1.3b` (default: `weights/wan-1.3b/` when it exists) makes `adaptive` real.
+    """
     from diffusers import AutoencoderKLWan
 
     from .pipeline import StreamingPipeline
 
     model, trained_head = load_self_forcing(preset, source.transformer)
+    head = head if head is not None else default_weights_dir("wan-1.3b") / "confidence_head.safetensors"
+    if head.is_file():
+        model.load_state_dict(load_file(str(head)), strict=False)
+        trained_head = True
     vae_dir = source.diffusers / "vae"
     if not vae_dir.is_dir():
         raise FileNotFoundError(f"{vae_dir} is missing (expected {WAN_DIFFUSERS_REPO}/vae)")

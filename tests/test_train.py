@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from safetensors.torch import load_file
 
 from dsa_core.train import STAGES
 from dsa_core.train.__main__ import main as train_main
@@ -21,6 +22,7 @@ TOY = {
     "teacher": {"dataset_clips": 4, "tokenizer_captions": 300},
     "ode": {"trajectories": 4, "teacher_steps": 4},
     "dmd": {"critic_steps": 1, "captions": 50},
+    "confidence-head": {"captions": 50},
 }
 
 
@@ -39,7 +41,7 @@ def train(tmp_path, stage, resume=False, **extra):
 
 @pytest.mark.slow
 def test_every_stage_trains_and_resumes_exactly(tmp_path):
-    for stage in ("vae", "teacher", "ode", "dmd"):
+    for stage in ("vae", "teacher", "ode", "dmd", "confidence-head"):
         uninterrupted = train(tmp_path, stage)
         assert [r["step"] for r in uninterrupted] == [0, 1]
         assert all(torch.isfinite(torch.tensor(v)) for r in uninterrupted for k, v in r.items())
@@ -52,6 +54,11 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
         assert resumed == uninterrupted[1:], stage
         logged = [json.loads(line)["step"] for line in (folder / "losses.jsonl").read_text().splitlines()]
         assert logged == [0, 1]
+    # The head stage trains the head alone and exports only its weights.
+    head = load_file(str(tmp_path / "run" / "confidence-head" / "final" / "confidence_head.safetensors"))
+    student = load_file(str(tmp_path / "run" / "dmd" / "final" / "student.safetensors"))
+    assert head and all(k.startswith("confidence_head.") for k in head)
+    assert any(not torch.equal(v, student[k]) for k, v in head.items())
 
 
 def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):

@@ -12,6 +12,7 @@ from contextlib import nullcontext
 
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from dsa_core.config import TINY, WAN_1_3B
 from dsa_core.model import CausalWanModel
@@ -102,3 +103,14 @@ def test_missing_files_are_named(hub, tmp_path):
     shutil.rmtree(copy / WAN_DIFFUSERS_REPO / "vae")
     with pytest.raises(FileNotFoundError, match=r"Wan2\.1-T2V-1\.3B-Diffusers/vae is missing"):
         load(copy)
+
+
+def test_a_trained_head_file_makes_adaptive_real(hub, tmp_path):
+    torch.manual_seed(3)
+    head = {f"confidence_head.{k}": v for k, v in CausalWanModel(SMALL.model).confidence_head.state_dict().items()}
+    path = tmp_path / "confidence_head.safetensors"
+    save_file(head, str(path))
+    pipe = load_wan(SMALL, resolve_wan(hub[0]), torch.device("cpu"), torch.float32, head=path)
+    assert pipe.trained_head
+    assert torch.equal(pipe.model.confidence_head.value, head["confidence_head.value"])
+    assert pipe.generate("a red ball", "adaptive", seconds=1, seed=0).schedule.name == "adaptive"

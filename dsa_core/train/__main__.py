@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 from . import STAGES
@@ -16,6 +17,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", help="JSON or TOML file overriding the stage's defaults")
     parser.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
     parser.add_argument("--dest", default=None, help="export: target folder (default weights/tiny)")
+    parser.add_argument("--model", choices=["tiny", "wan-1.3b"], help="confidence-head: whose generator")
     args = parser.parse_args(argv)
     try:
         if args.stage == "export":
@@ -23,6 +25,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         stage_cls = STAGES[args.stage]
         cfg = load_config(stage_cls.Config, args.config)  # every config error surfaces before any work
+        if args.model is not None:
+            if not hasattr(cfg, "base"):
+                raise ValueError("--model applies only to the confidence-head stage")
+            cfg = dataclasses.replace(cfg, base=args.model)
         run_stage(stage_cls(cfg, Run.from_env()), resume=args.resume)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

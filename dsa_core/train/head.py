@@ -1,0 +1,131 @@
+"""Stage `confidence-head`: train only the DSA confidence head of a frozen generator.
+
+For checkpoints distilled without DSA (the public Self-Forcing one): the generator rolls out
+exactly as at inference, exiting each chunk after a random step list, and the head learns
+the DSA confidence loss against the teacher's guided x0 — no DMD, no critic, the generator's
+weights untouched.  `--model wan-1.3b` loads the Self-Forcing generator and the
+Wan2.1-T2V-1.3B teacher from the Hub (a GPU job); `--model tiny` uses this repo's trained
+stages, which is how the CPU test runs it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from ..config import WAN_1_3B
+from ..model import CausalWanModel
+from ..pipeline import Rollout
+from ..scheduler import FlowMatchScheduler
+from ..schedules import Timesteps
+from ..text import TextEncoder
+from ..weights import load_self_forcing, load_transformer, resolve_wan
+from ..world import caption_corpus
+from .common import Stage, StageConfig, optimizer_step
+from .dmd import RunningMean, confidence_loss, exit_lists
+from .teacher import load_teacher, sample_sigmas
+
+WAN_TEACHER_REPO, WAN_TEACHER_FILE = "Wan-AI/Wan2.1-T2V-1.3B", "diffusion_pytorch_model.safetensors"
+
+
+@dataclass
+class HeadConfig(StageConfig):
+    steps: int = 500
+    batch_size: int = 2
+    lr: float = 1e-4
+    base: str = "tiny"  # or "wan-1.3b"
+    hub_dir: str = ""  # wan-1.3b: a local mirror of the Hub repos (empty: the Hub cache)
+    cfg_scale: float = 3.0
+    conf_lambda: float = 0.5
+    captions: int = 20000
+
+    def validate(self) -> None:
+        super().validate()
+        if self.base not in ("tiny", "wan-1.3b"):
+            raise ValueError(f"base={self.base!r} must be 'tiny' or 'wan-1.3b'")
+
+
+class HeadStage(Stage):
+    name = "confidence-head"
+    Config = HeadConfig
+
+    def __init__(self, cfg: HeadConfig, run) -> None:
+        super().__init__(cfg, run)
+        if cfg.base == "wan-1.3b":
+            self.preset = WAN_1_3B
+            source = resolve_wan(cfg.hub_dir or None)
+            self.generator, _ = load_self_forcing(self.preset, source.transformer)
+            self.teacher = self._wan_teacher(cfg)
+            self.text = TextEncoder.from_pretrained(source.diffusers, self.preset.model.text_len,
+                                                    dtype=torch.float32, local_files_only=True)
+            self.captions = caption_corpus(cfg.captions)  # any prompts do: the loss needs no video data
+        else:
+            student = Stage.final_dir(cfg, "dmd") / "student.safetensors"
+            if not student.is_file():
+                raise FileNotFoundError(f"{student} is missing: run `python -m dsa_core.train dmd` first")
+            self.generator = load_transformer(self.preset, student)
+            self.teacher, self.text = load_teacher(cfg, self.preset, run.device)
+            self.captions = caption_corpus(cfg.captions, seed0=3 * 10**7)
+        torch.manual_seed(cfg.seed)
+        for m in (self.teacher, self.text):
+            m.to(run.device).eval().requires_grad_(False)
+        self.generator.to(run.device).eval().requires_grad_(False)
+        self.generator.confidence_head.requires_grad_(True)
+        self.opt = torch.optim.AdamW(self.generator.confidence_head.parameters(), lr=cfg.lr, weight_decay=0.01)
+        self.scheduler = FlowMatchScheduler(self.preset.sampling.shift)
+        self.exits = exit_lists(self.preset)
+        self.stats = RunningMean()
+
+    @staticmethod
+    def _wan_teacher(cfg: HeadConfig) -> CausalWanModel:
+        if cfg.hub_dir:
+            path = Path(cfg.hub_dir) / WAN_TEACHER_REPO / WAN_TEACHER_FILE
+        else:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(WAN_TEACHER_REPO, WAN_TEACHER_FILE))
+        return load_transformer(WAN_1_3B, path, head_optional=True)
+
+    def modules(self):
+        return {"head": self.generator.confidence_head, "stats": self.stats}
+
+    def optimizers(self):
+        return {"head": self.opt}
+
+    def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
+        cfg, p = self.cfg, self.preset
+        idx = torch.randint(0, len(self.captions), (cfg.batch_size,), generator=g).tolist()
+        with torch.no_grad():
+            states = self.text.encode([self.captions[i] for i in idx]).to(self.run.device)
+            uncond = self.teacher.prepare_text(self.text.encode([""] * cfg.batch_size).to(self.run.device))
+            cond = self.teacher.prepare_text(states)
+            text = self.generator.prepare_text(states)
+        exit_list = self.exits[int(torch.randint(0, len(self.exits), (1,), generator=g))]
+        rollout = Rollout(self.generator, self.scheduler, Timesteps(exit_list), p, g, batch=cfg.batch_size,
+                          device=self.run.device, grad=True)
+        chunks = cfg.latent_frames // p.model.chunk_frames
+        results = [rollout.next_chunk(text) for _ in range(chunks)]
+        video = torch.cat([r.x0 for r in results], 2).detach()
+        logits = torch.cat([r.conf_logits for r in results], 1)
+        with torch.no_grad():
+            b, _, frames = video.shape[:3]
+            sigma = sample_sigmas(g, b, self.scheduler, 0.02, 0.98).to(video.device).view(b, 1, 1, 1, 1)
+            noise = torch.randn(video.shape, generator=g).to(video.device)
+            x_t = self.scheduler.add_noise(video, noise, sigma)
+            t = (sigma.view(b, 1) * self.scheduler.num_train_timesteps).expand(b, frames)
+            v_c = self.teacher(x_t, t, cond, causal=False).flow
+            v_u = self.teacher(x_t, t, uncond, causal=False).flow
+            x0_real = self.scheduler.to_x0(x_t, v_u + cfg.cfg_scale * (v_c - v_u), sigma)
+            d = (video - x0_real).pow(2).unflatten(2, (-1, p.model.chunk_frames)).mean(dim=(1, 3, 4, 5))
+        loss = confidence_loss(logits, d, cfg.conf_lambda * self.stats.update(float(d.mean())))
+        optimizer_step(loss, self.opt, self.run)
+        return {"conf": loss.item(), "d": float(d.mean()), "c": float(torch.sigmoid(logits.detach()).mean())}
+
+    def export(self, folder: Path) -> None:
+        """The head alone: `confidence_head.safetensors`, loaded on top of the generator."""
+        folder.mkdir(parents=True, exist_ok=True)
+        head = {f"confidence_head.{k}": v.contiguous() for k, v in self.generator.confidence_head.state_dict().items()}
+        save_file(head, str(folder / "confidence_head.safetensors"))
