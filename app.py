@@ -19,6 +19,7 @@ from pathlib import Path
 
 import gradio as gr
 import pandas as pd
+import torch
 
 from dsa_core.media import Mp4Writer, write_mp4
 from dsa_core.pipeline import ChunkEvent, Generation, StreamingPipeline
@@ -55,6 +56,20 @@ def load_pipeline() -> tuple[StreamingPipeline, str]:
 
 PIPE, NOTICE = load_pipeline()
 FPS = PIPE.preset.sampling.fps
+# wan-1.3b needs CUDA; it is offered only there and loaded on first use.
+MODELS = ["tiny"] + (["wan-1.3b"] if torch.cuda.is_available() else [])
+PIPES: dict[str, StreamingPipeline] = {"tiny": PIPE}
+
+
+def pipeline(model: str) -> StreamingPipeline:
+    if model not in MODELS:
+        raise gr.Error(f"model={model!r} is not available here; allowed: {', '.join(MODELS)}")
+    if model not in PIPES:
+        try:
+            PIPES[model] = StreamingPipeline.from_preset(model)
+        except (ValueError, OSError) as err:  # missing or refused files: say which
+            raise gr.Error(f"{model} could not be loaded: {err}") from None
+    return PIPES[model]
 
 
 def number(value, name: str) -> float:
@@ -63,14 +78,15 @@ def number(value, name: str) -> float:
     return value
 
 
-def start(prompt, schedule, widgets: dict, seconds, seed) -> Generation:
+def start(prompt, schedule, widgets: dict, seconds, seed, model: str = "tiny") -> Generation:
     """Validate the form and start a generation; bad input becomes a visible error."""
+    pipe = pipeline(model)
     params = {arg: widgets[w] for w, arg in PARAMS.get(schedule, {}).items() if widgets[w] is not None}
     for key in ("steps", "max_steps", "min_steps"):
         if key in params:
             params[key] = int(number(params[key], key))
     try:
-        return PIPE.generate(prompt, schedule, seconds=float(number(seconds, "seconds")), seed=int(seed), **params)
+        return pipe.generate(prompt, schedule, seconds=float(number(seconds, "seconds")), seed=int(seed), **params)
     except ValueError as err:
         raise gr.Error(str(err)) from None
 
@@ -95,7 +111,9 @@ class ChunkView:
         self.conf_rows += [{"chunk": e.index, "confidence": c, "step": f"step {j + 1}"}
                            for j, c in enumerate(e.confidence)]
         self.step_rows.append({"chunk": str(e.index), "steps": e.steps})
-        fallback = "" if PIPE.trained_head else " (this model has no trained confidence head: adaptive runs as proxy)"
+        fallback = (
+            "" if self.gen.pipe.trained_head else " (this model has no trained confidence head: adaptive runs as proxy)"
+        )
         figures = (
             f"**{self.gen.schedule.name}**{fallback} · seed {self.gen.seed} · **NFE** {e.nfe} · "
             f"**{self.frames / e.elapsed_s:.1f}** generated frames/s · first chunk after "
@@ -113,11 +131,11 @@ class ChunkView:
 
 
 @spaces.GPU
-def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed,
+def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed, model,
              request: gr.Request):
     widgets = {"steps": steps, "counts": counts, "margin": margin, "tol": tol, "min_steps": min_steps}
     seed = random.randrange(2**31) if random_seed else number(seed, "seed")
-    gen = start(prompt, schedule, widgets, seconds, seed)
+    gen = start(prompt, schedule, widgets, seconds, seed, model)
     view = ChunkView(gen)
     ACTIVE[request.session_hash] = gen
     try:
@@ -199,8 +217,8 @@ def build() -> gr.Blocks:
                         seconds = gr.Slider(1, s.max_seconds, value=5, step=1, label="Seconds")
                         seed = gr.Number(0, precision=0, label="Seed")
                         random_seed = gr.Checkbox(False, label="random seed")
-                    gr.Dropdown(["tiny"], value="tiny", label="Model", interactive=False,
-                                info="wan-1.3b appears where its weights and a GPU are present")
+                    model = gr.Dropdown(MODELS, value="tiny", label="Model",
+                                        info="wan-1.3b is offered where a GPU is present")
                     with gr.Row():
                         go = gr.Button("Generate", variant="primary")
                         stop = gr.Button("Stop", variant="stop")
@@ -220,7 +238,7 @@ def build() -> gr.Blocks:
             table = gr.Dataframe(label="Per-chunk statistics")
             event = go.click(
                 generate,
-                [prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed],
+                [prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed, model],
                 [stream, conf_plot, steps_plot, figures, final, table, report],
                 api_name="generate",
                 concurrency_id="device",

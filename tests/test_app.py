@@ -43,7 +43,7 @@ ARGS = ["a red ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1]  # prompt, schedule
 
 @pytest.mark.slow
 def test_stream_charts_and_mp4(client, random_pipe):
-    job = client.submit(*ARGS, 3, 5, False, api_name="/generate")
+    job = client.submit(*ARGS, 3, 5, False, "tiny", api_name="/generate")
     updates = list(job)
     *streaming, final = updates
     assert len(streaming) >= 2
@@ -67,13 +67,13 @@ def test_stream_charts_and_mp4(client, random_pipe):
 
 @pytest.mark.slow
 def test_stop_ends_the_stream_within_a_chunk(client):
-    job = client.submit(*ARGS, 30, 1, False, api_name="/generate")
+    job = client.submit(*ARGS, 30, 1, False, "tiny", api_name="/generate")
     for _ in job:
         job.cancel()
         break
     time.sleep(3)
     assert len(job.outputs()) <= 2  # 30 s would be 40 chunks
-    follow = client.submit(*ARGS, 1, 2, False, api_name="/generate")
+    follow = client.submit(*ARGS, 1, 2, False, "tiny", api_name="/generate")
     assert len(list(follow)) >= 2  # the server serves the next request normally
 
 
@@ -81,21 +81,24 @@ def test_stop_ends_the_stream_within_a_chunk(client):
 @pytest.mark.parametrize(
     "args,match",
     [
-        (["   ", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 2, 0, False], "prompt must be a non-empty string"),
-        (["a ball", "fixed", 9, "4,3,2", 0.02, 0.01, 1, 2, 0, False], "steps=9 is outside the allowed range"),
-        (["a ball", "diagonal", 4, "4,x,2", 0.02, 0.01, 1, 2, 0, False], "diagonal counts '4,x,2' must be integers"),
-        (["a ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 5000, 0, False], "5000 is greater than maximum value 60"),
+        (["   ", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 2, 0, False, "tiny"], "prompt must be a non-empty string"),
+        (["a ball", "fixed", 9, "4,3,2", 0.02, 0.01, 1, 2, 0, False, "tiny"], "steps=9 is outside the allowed range"),
+        (["a ball", "diagonal", 4, "4,x,2", 0.02, 0.01, 1, 2, 0, False, "tiny"],
+         "diagonal counts '4,x,2' must be integers"),
+        (["a ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 5000, 0, False, "tiny"],
+         "5000 is greater than maximum value 60"),
+        (["a ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 2, 0, False, "wan-1.3b"], "wan-1.3b"),  # no GPU here
     ],
 )
 def test_bad_input_is_a_visible_error_and_the_server_keeps_serving(client, args, match):
     with pytest.raises(Exception, match=match):
         client.predict(*args, api_name="/generate")
-    assert len(list(client.submit(*ARGS, 1, 3, False, api_name="/generate"))) >= 2
+    assert len(list(client.submit(*ARGS, 1, 3, False, "tiny", api_name="/generate"))) >= 2
 
 
 @pytest.mark.slow
 def test_next_prompt_takes_effect_mid_stream(client):
-    job = client.submit("a red ball", "fixed", 1, "4,3,2", 0.02, 0.01, 1, 4, 1, False, api_name="/generate")
+    job = client.submit("a red ball", "fixed", 1, "4,3,2", 0.02, 0.01, 1, 4, 1, False, "tiny", api_name="/generate")
     for i, _ in enumerate(job):
         if i == 0:
             assert "next chunk" in client.predict("a blue square", False, api_name="/next_prompt")
@@ -116,7 +119,7 @@ def test_compare_streams_schedules_side_by_side(client):
 
 @pytest.mark.slow
 def test_one_generation_at_a_time_others_see_their_queue_position(client):
-    first = client.submit(*ARGS, 30, 1, False, api_name="/generate")
+    first = client.submit(*ARGS, 30, 1, False, "tiny", api_name="/generate")
     next(iter(first))  # running
     waiting = client.submit("a red ball", ["fixed", "ffe"], 1, 1, api_name="/compare")
     seen = set()
