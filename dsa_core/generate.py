@@ -58,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--random-init", action="store_true", help="random weights: tests the machinery, not the model")
     p.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     p.add_argument("--low-memory", action="store_true", help="wan-1.3b: keep the text encoder on the CPU")
+    p.add_argument("--compile", action="store_true", help="torch.compile the transformer (slow first video)")
+    p.add_argument("--hub-cache-dir", help="wan-1.3b: Hugging Face cache folder (default: HF_HUB_CACHE)")
+    p.add_argument("--hub-revision", help="wan-1.3b: revision of the Self-Forcing checkpoint")
     p.add_argument("--out", default="out.mp4")
     return p
 
@@ -74,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         pipe = StreamingPipeline.from_preset(
             args.model, weights_dir=args.weights, random_init=args.random_init, device=args.device, seed=args.seed,
-            low_memory=args.low_memory,
+            low_memory=args.low_memory, compile=args.compile, hub_cache_dir=args.hub_cache_dir,
+            hub_revision=args.hub_revision,
         )
         gen = pipe.generate(args.prompt, args.schedule, seconds=args.seconds, seed=args.seed, **params)
     except (ValueError, FileNotFoundError) as err:

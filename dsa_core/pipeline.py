@@ -333,11 +333,19 @@ class StreamingPipeline:
         device: str | torch.device | None = None,
         seed: int = 0,
         low_memory: bool = False,
+        compile: bool = False,
+        hub_cache_dir: str | None = None,
+        hub_revision: str | None = None,
     ) -> StreamingPipeline:
+        """`compile` wraps the transformer in `torch.compile` (dynamic shapes: the KV cache grows
+        chunk by chunk); the first video pays for compilation."""
         from .weights import load_components
 
-        return load_components(name, weights_dir=weights_dir, random_init=random_init, device=device, seed=seed,
-                               low_memory=low_memory)
+        pipe = load_components(name, weights_dir=weights_dir, random_init=random_init, device=device, seed=seed,
+                               low_memory=low_memory, hub_cache_dir=hub_cache_dir, hub_revision=hub_revision)
+        if compile:
+            pipe.model = torch.compile(pipe.model, dynamic=True)
+        return pipe
 
     def check_prompt(self, prompt: object) -> str:
         limit = self.preset.sampling.max_prompt_chars

@@ -125,6 +125,7 @@ def resolve_wan(local_dir: str | Path | None = None, cache_dir: str | None = Non
         return WanSource(root / SELF_FORCING_REPO / SELF_FORCING_FILE, root / WAN_DIFFUSERS_REPO)
     from huggingface_hub import hf_hub_download, snapshot_download
 
+    # `revision` pins the Self-Forcing checkpoint, the one file of the two that is re-released.
     pt = hf_hub_download(SELF_FORCING_REPO, SELF_FORCING_FILE, cache_dir=cache_dir, revision=revision)
     diffusers = snapshot_download(WAN_DIFFUSERS_REPO, allow_patterns=list(WAN_PARTS), cache_dir=cache_dir)
     return WanSource(Path(pt), Path(diffusers))
@@ -209,6 +210,8 @@ def load_components(
     device: str | torch.device | None = None,
     seed: int = 0,
     low_memory: bool = False,
+    hub_cache_dir: str | None = None,
+    hub_revision: str | None = None,
 ):
     """Build a `StreamingPipeline` for preset `name` from verified local weights, or random ones.
 
@@ -221,7 +224,8 @@ def load_components(
     dev = pick_device(device)
     if name == "wan-1.3b":
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
-        return load_wan(preset, resolve_wan(weights_dir), dev, dtype, low_memory=low_memory)
+        source = resolve_wan(weights_dir, cache_dir=hub_cache_dir, revision=hub_revision)
+        return load_wan(preset, source, dev, dtype, low_memory=low_memory)
     if random_init:
         torch.manual_seed(seed)
         model = CausalWanModel(preset.model)

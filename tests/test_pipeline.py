@@ -186,3 +186,15 @@ def test_cli_without_weights_says_how_to_get_them(tmp_path, capsys):
 def test_consumer_code_between_chunks_runs_outside_inference_mode(random_pipe):
     for _ in random_pipe.generate("a red ball", "fixed", seconds=1, seed=0, steps=1):
         assert not torch.is_inference_mode_enabled()
+
+
+@pytest.mark.slow
+def test_compiled_transformer_gives_the_same_video():
+    """`compile=True` (torch.compile, dynamic shapes) changes speed, not the video."""
+    from dsa_core.pipeline import StreamingPipeline
+
+    plain = StreamingPipeline.from_preset("tiny", random_init=True, device="cpu")
+    compiled = StreamingPipeline.from_preset("tiny", random_init=True, device="cpu", compile=True)
+    a = frames_of(plain.generate("a red ball", "fixed", seconds=2, seed=0, steps=2))
+    b = frames_of(compiled.generate("a red ball", "fixed", seconds=2, seed=0, steps=2))
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
