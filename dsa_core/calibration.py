@@ -22,6 +22,7 @@ from scipy.stats import spearmanr
 from .model import CausalWanModel
 from .pipeline import Rollout, StreamingPipeline
 from .schedules import Timesteps
+from .train.teacher import chunk_distance, guided_flow
 from .weights import default_weights_dir
 from .world import heldout_seed, render_clip
 
@@ -59,10 +60,8 @@ def calibration(pipe: StreamingPipeline, teacher: CausalWanModel, clips: int = 6
                 noise = torch.randn(video.shape, generator=g).to(video.device)
                 x_t = sched.add_noise(video, noise, sigma)
                 t = video.new_full(video.shape[:1] + video.shape[2:3], sigma * sched.num_train_timesteps)
-                v_c = teacher(x_t, t, cond_t, causal=False).flow
-                v_u = teacher(x_t, t, uncond, causal=False).flow
-                x0_real = sched.to_x0(x_t, v_u + cfg_scale * (v_c - v_u), sigma)
-                d += (video - x0_real).pow(2).unflatten(2, (-1, cf)).mean(dim=(1, 3, 4, 5)).cpu() / len(RAW_PROBES)
+                x0_real = sched.to_x0(x_t, guided_flow(teacher, x_t, t, cond_t, uncond, cfg_scale), sigma)
+                d += chunk_distance(video, x0_real, cf).cpu() / len(RAW_PROBES)
             c = torch.sigmoid(torch.cat([r.conf_logits for r in results], 1).float()).cpu()
             conf += c.flatten().tolist()
             dist += d.flatten().tolist()

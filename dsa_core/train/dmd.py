@@ -24,7 +24,7 @@ from ..scheduler import FlowMatchScheduler
 from ..schedules import Timesteps
 from ..world import caption_corpus
 from .common import Stage, StageConfig, ema_update, optimizer_step
-from .teacher import flow_loss, load_teacher, sample_sigmas
+from .teacher import add_random_noise, chunk_distance, flow_loss, guided_flow, load_teacher
 
 
 @dataclass
@@ -140,14 +140,6 @@ class DmdStage(Stage):
         results = [rollout.next_chunk(text) for _ in range(self.cfg.latent_frames // self.preset.model.chunk_frames)]
         return torch.cat([r.x0 for r in results], 2), torch.cat([r.conf_logits for r in results], 1)
 
-    def _noised(self, x0: torch.Tensor, g: torch.Generator):
-        b, _, frames = x0.shape[:3]
-        sigma = sample_sigmas(g, b, self.scheduler, self.cfg.min_t, self.cfg.max_t).to(x0.device)
-        noise = torch.randn(x0.shape, generator=g).to(x0.device)
-        x_t = self.scheduler.add_noise(x0, noise, sigma.view(b, 1, 1, 1, 1))
-        t = (sigma * self.scheduler.num_train_timesteps)[:, None].expand(b, frames)
-        return x_t, t, sigma.view(b, 1, 1, 1, 1)
-
     def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
         cfg = self.cfg
         critic_losses = []
@@ -161,18 +153,15 @@ class DmdStage(Stage):
 
         states, _ = self._texts(g)
         video, logits = self._rollout(states, g, grad=True)
-        x_t, t, sigma = self._noised(video.detach(), g)
+        x_t, t, sigma, _ = add_random_noise(video.detach(), g, self.scheduler, cfg.min_t, cfg.max_t)
         with torch.no_grad():
             cond = self.teacher.prepare_text(states)
             uncond = self.teacher.prepare_text(self.text.encode([""] * cfg.batch_size).to(self.run.device))
-            v_c = self.teacher(x_t, t, cond, causal=False).flow
-            v_u = self.teacher(x_t, t, uncond, causal=False).flow
-            x0_real = self.scheduler.to_x0(x_t, v_u + cfg.cfg_scale * (v_c - v_u), sigma)
+            x0_real = self.scheduler.to_x0(x_t, guided_flow(self.teacher, x_t, t, cond, uncond, cfg.cfg_scale), sigma)
             v_fake = self.critic(x_t, t, self.critic.prepare_text(states), causal=False).flow
             x0_fake = self.scheduler.to_x0(x_t, v_fake, sigma)
         l_dmd = dmd_loss(video, x0_real, x0_fake)
-        cf = self.preset.model.chunk_frames
-        d = (video.detach() - x0_real).pow(2).unflatten(2, (-1, cf)).mean(dim=(1, 3, 4, 5))  # [B, chunks]
+        d = chunk_distance(video.detach(), x0_real, self.preset.model.chunk_frames)
         l_conf = confidence_loss(logits, d, cfg.conf_lambda * self.stats.update(float(d.mean())))
         loss = l_dmd + cfg.conf_weight * l_conf
         optimizer_step(loss, self.opt, self.run)

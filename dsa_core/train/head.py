@@ -26,7 +26,7 @@ from ..weights import load_self_forcing, load_transformer, resolve_wan
 from ..world import caption_corpus
 from .common import Stage, StageConfig, optimizer_step
 from .dmd import RunningMean, confidence_loss, exit_lists
-from .teacher import load_teacher, sample_sigmas
+from .teacher import add_random_noise, chunk_distance, guided_flow, load_teacher
 
 WAN_TEACHER_REPO, WAN_TEACHER_FILE = "Wan-AI/Wan2.1-T2V-1.3B", "diffusion_pytorch_model.safetensors"
 
@@ -111,15 +111,9 @@ class HeadStage(Stage):
         video = torch.cat([r.x0 for r in results], 2).detach()
         logits = torch.cat([r.conf_logits for r in results], 1)
         with torch.no_grad():
-            b, _, frames = video.shape[:3]
-            sigma = sample_sigmas(g, b, self.scheduler, 0.02, 0.98).to(video.device).view(b, 1, 1, 1, 1)
-            noise = torch.randn(video.shape, generator=g).to(video.device)
-            x_t = self.scheduler.add_noise(video, noise, sigma)
-            t = (sigma.view(b, 1) * self.scheduler.num_train_timesteps).expand(b, frames)
-            v_c = self.teacher(x_t, t, cond, causal=False).flow
-            v_u = self.teacher(x_t, t, uncond, causal=False).flow
-            x0_real = self.scheduler.to_x0(x_t, v_u + cfg.cfg_scale * (v_c - v_u), sigma)
-            d = (video - x0_real).pow(2).unflatten(2, (-1, p.model.chunk_frames)).mean(dim=(1, 3, 4, 5))
+            x_t, t, sigma, _ = add_random_noise(video, g, self.scheduler, 0.02, 0.98)
+            x0_real = self.scheduler.to_x0(x_t, guided_flow(self.teacher, x_t, t, cond, uncond, cfg.cfg_scale), sigma)
+            d = chunk_distance(video, x0_real, p.model.chunk_frames)
         loss = confidence_loss(logits, d, cfg.conf_lambda * self.stats.update(float(d.mean())))
         optimizer_step(loss, self.opt, self.run)
         return {"conf": loss.item(), "d": float(d.mean()), "c": float(torch.sigmoid(logits.detach()).mean())}

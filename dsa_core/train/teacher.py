@@ -51,16 +51,35 @@ def sample_sigmas(g: torch.Generator, n: int, scheduler: FlowMatchScheduler, lo:
     return scheduler.shift_sigma(u).float()
 
 
+def add_random_noise(x0: torch.Tensor, g: torch.Generator, scheduler: FlowMatchScheduler, lo: float = 0.0,
+                     hi: float = 1.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x0 noised to one random level per sample: (x_t, per-frame t, σ [B,1,1,1,1], the noise)."""
+    b, _, frames = x0.shape[:3]
+    sigma = sample_sigmas(g, b, scheduler, lo, hi).to(x0.device)
+    noise = torch.randn(x0.shape, generator=g).to(x0.device)
+    s = sigma.view(b, 1, 1, 1, 1)
+    t = (sigma * scheduler.num_train_timesteps)[:, None].expand(b, frames)
+    return scheduler.add_noise(x0, noise, s), t, s, noise
+
+
 def flow_loss(model: CausalWanModel, text, x0: torch.Tensor, g: torch.Generator, scheduler: FlowMatchScheduler,
               causal: bool = False) -> torch.Tensor:
     """Plain flow matching: predict v = ε − x0 from x_t at one σ per sample."""
-    b, _, frames = x0.shape[:3]
-    sigma = sample_sigmas(g, b, scheduler).to(x0.device)
-    noise = torch.randn(x0.shape, generator=g).to(x0.device)
-    s = sigma.view(b, 1, 1, 1, 1)
-    x_t = scheduler.add_noise(x0, noise, s)
-    t = (sigma * scheduler.num_train_timesteps)[:, None].expand(b, frames)
+    x_t, t, _, noise = add_random_noise(x0, g, scheduler)
     return F.mse_loss(model(x_t, t, text, causal=causal).flow, scheduler.flow_target(x0, noise))
+
+
+def guided_flow(teacher: CausalWanModel, x_t: torch.Tensor, t: torch.Tensor, cond, uncond,
+                cfg_scale: float) -> torch.Tensor:
+    """Classifier-free guidance on the bidirectional teacher: v_u + s·(v_c − v_u)."""
+    v_c = teacher(x_t, t, cond, causal=False).flow
+    v_u = teacher(x_t, t, uncond, causal=False).flow
+    return v_u + cfg_scale * (v_c - v_u)
+
+
+def chunk_distance(x0: torch.Tensor, x0_real: torch.Tensor, chunk_frames: int) -> torch.Tensor:
+    """DSA's teacher distance d per chunk: mean squared gap to the teacher's x0, `[B, chunks]`."""
+    return (x0 - x0_real).pow(2).unflatten(2, (-1, chunk_frames)).mean(dim=(1, 3, 4, 5))
 
 
 @torch.no_grad()
@@ -91,9 +110,7 @@ def teacher_sample(
         if any(abs(raw[i] - r) < 1e-6 for r in keep_raw):
             kept[round(raw[i], 6)] = x.clone()
         t = noise.new_full((b, frames), sigmas[i] * n)
-        v_c = teacher(x, t, cond, causal=False).flow
-        v_u = teacher(x, t, uncond, causal=False).flow
-        x = x + (sigmas[i + 1] - sigmas[i]) * (v_u + cfg_scale * (v_c - v_u))
+        x = x + (sigmas[i + 1] - sigmas[i]) * guided_flow(teacher, x, t, cond, uncond, cfg_scale)
     return x, kept
 
 
