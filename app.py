@@ -24,7 +24,6 @@ import torch
 from dsa_core.media import Mp4Writer, write_mp4
 from dsa_core.pipeline import ChunkEvent, Generation, StreamingPipeline
 from dsa_core.schedules import SCHEDULES
-from dsa_core.weights import default_weights_dir
 
 OUTPUT_DIR = Path(os.environ.get("DSA_OUTPUT_DIR", Path(tempfile.gettempdir()) / "dsa_video_outputs"))
 EXAMPLES = [
@@ -43,18 +42,8 @@ PARAMS = {
 ACTIVE: dict[str, Generation] = {}  # the running generation of each browser session
 
 
-def load_pipeline() -> tuple[StreamingPipeline, str]:
-    """The embedded tiny model; random weights (said plainly) until trained ones are shipped."""
-    if (default_weights_dir("tiny") / "MANIFEST").is_file():
-        return StreamingPipeline.from_preset("tiny"), ""
-    notice = (
-        "⚠️ No trained weights in `weights/tiny` yet: the model runs with **random weights**, "
-        "so videos are noise-like patterns that do not follow the prompt."
-    )
-    return StreamingPipeline.from_preset("tiny", random_init=True), notice
-
-
-PIPE, NOTICE = load_pipeline()
+# The embedded default: the trained tiny model shipped in weights/tiny (hash-verified on load).
+PIPE = StreamingPipeline.from_preset("tiny")
 FPS = PIPE.preset.sampling.fps
 # wan-1.3b needs CUDA; it is offered only there and loaded on first use.
 MODELS = ["tiny"] + (["wan-1.3b"] if torch.cuda.is_available() else [])
@@ -198,8 +187,6 @@ def build() -> gr.Blocks:
     d, s = PIPE.preset.schedules, PIPE.preset.sampling
     with gr.Blocks(title="DSA Video") as demo:
         gr.Markdown("# DSA Video — streaming video diffusion with dynamic step allocation")
-        if NOTICE:
-            gr.Markdown(NOTICE)
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=2):

@@ -1,9 +1,13 @@
-"""`python -m dsa_core.bench`: every schedule side by side in one run, on the same prompts and noise.
+"""`python -m dsa_core.bench`: DSA's Table 2 on our model — every schedule side by side in one
+run, on the same prompts and initial noise.
 
 Reports per schedule: NFE per video, transformer ms per forward, decode ms per chunk,
-end-to-end generated frames per second, first-chunk latency, and the speed ratios against
-fixed 4 steps measured in the same run.  Also the confidence head's share of a forward, in
-FLOPs (exact, from torch's FLOP counter) and in time (head alone vs whole forward).
+end-to-end generated frames per second, first-chunk latency, the quality scores of
+`dsa_core.eval` (prompts are held-out world captions, so what each video should show is
+known), and the ratios against fixed 4 steps measured in the same run.  Also the confidence
+head's share of a forward, in FLOPs (exact, from torch's FLOP counter) and in time.
+`--plot` draws quality against NFE (the Pareto view); with `--seconds` above 5 the quality
+of every 5 s segment is reported too (drift along a long video).
 """
 
 from __future__ import annotations
@@ -14,16 +18,20 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import WAN_1_3B, Preset
+from .eval import Evaluator
+from .evalnet import AttributeNet
 from .model import CausalWanModel
 from .pipeline import StreamingPipeline
 from .weights import default_weights_dir
+from .world import heldout_seed, render_clip
 
 # (label, schedule name, parameters): the rows of DSA's Table 2 plus FFE and diagonal.
 ROWS: list[tuple[str, str, dict]] = [
@@ -37,12 +45,9 @@ ROWS: list[tuple[str, str, dict]] = [
     ("adaptive", "adaptive", {}),
     ("proxy", "proxy", {}),
 ]
-PROMPTS = [
-    "a red ball bounces on a striped background",
-    "a blue square moves left over a green gradient",
-    "two yellow stars spin on a checkerboard",
-    "a small purple triangle moves up, then the scene cuts to a white circle",
-]
+# Held-out world clips whose captions are the prompts (never trained on); their attributes
+# are what the videos are scored against.
+PROMPT_CLIPS = tuple(range(8))
 
 
 @dataclass
@@ -54,38 +59,63 @@ class Row:
     decode_ms_per_chunk: float
     fps: float
     latency_s: float
+    total_score: float = float("nan")
+    adherence: float = float("nan")
+    temporal: float = float("nan")
+    sharpness: float = float("nan")
+    fidelity: float = float("nan")
     speedup_vs_fixed4: float = 0.0
     nfe_vs_fixed4: float = 0.0
+    segment_scores: list[float] = field(default_factory=list)
 
 
 class Tally:
-    """One schedule's measurements, accumulated over prompts and seeds."""
+    """One schedule's measurements and videos, accumulated over prompts and seeds."""
 
     def __init__(self) -> None:
         self.nfe, self.steps, self.fwd_ms, self.dec_ms, self.fps, self.latency = [], [], [], [], [], []
+        self.videos: list[np.ndarray] = []
+        self.attributes: list[dict] = []
 
-    def add(self, gen, events, latency: float, total: float) -> None:
+    def add(self, gen, events, latency: float, total: float, attributes: dict) -> None:
         self.nfe.append(gen.nfe)
         self.steps.append(statistics.mean(e.steps for e in events))
         self.fwd_ms.append(sum(e.transformer_ms for e in events) / gen.nfe)
         self.dec_ms.append(statistics.mean(e.decode_ms for e in events))
         self.fps.append(sum(len(e.frames) for e in events) / total)
         self.latency.append(latency)
+        self.videos.append(np.concatenate([e.frames for e in events]))
+        self.attributes.append(attributes)
 
-    def row(self, label: str) -> Row:
+    def row(self, label: str, evaluator: Evaluator | None) -> Row:
         m = statistics.mean
-        return Row(label, m(self.nfe), m(self.steps), m(self.fwd_ms), m(self.dec_ms), m(self.fps), m(self.latency))
+        row = Row(label, m(self.nfe), m(self.steps), m(self.fwd_ms), m(self.dec_ms), m(self.fps), m(self.latency))
+        if evaluator is not None:
+            seg = evaluator.cfg.segment_frames
+            score = evaluator.score([v[:seg] for v in self.videos], self.attributes)
+            row.total_score, row.adherence = score["total_score"], score["adherence"]
+            row.temporal, row.sharpness, row.fidelity = score["temporal"], score["sharpness"], score["fidelity"]
+            segments = min(len(v) for v in self.videos) // seg
+            # Segment 1 is judged against the whole caption, later ones against its last scene.
+            row.segment_scores = [row.total_score] + [
+                evaluator.score_continuation([v[k * seg : (k + 1) * seg] for v in self.videos],
+                                             self.attributes)["total_score"]
+                for k in range(1, segments)
+            ]
+        return row
 
 
-def run_once(pipe: StreamingPipeline, name: str, params: dict, prompt: str, seed: int, seconds: float, tally: Tally):
-    gen = pipe.generate(prompt, name, seconds=seconds, seed=seed, **params)
+def run_once(pipe: StreamingPipeline, name: str, params: dict, clip_index: int, seed: int, seconds: float,
+             tally: Tally) -> None:
+    clip = render_clip(heldout_seed(clip_index))
+    gen = pipe.generate(clip.caption, name, seconds=seconds, seed=seed, **params)
     start = time.perf_counter()
     events, latency = [], 0.0
     for event in gen:
         if not events:
             latency = time.perf_counter() - start
         events.append(event)
-    tally.add(gen, events, latency, time.perf_counter() - start)
+    tally.add(gen, events, latency, time.perf_counter() - start, clip.attributes)
 
 
 def head_flops_share(preset: Preset) -> float:
@@ -113,7 +143,7 @@ def head_time_share(pipe: StreamingPipeline, repeats: int = 20) -> tuple[float, 
     h, w, cf = p.sampling.height // 8, p.sampling.width // 8, p.model.chunk_frames
     x = torch.randn(1, p.model.in_dim, cf, h, w, device=pipe.device)
     t = torch.full((1, cf), 500.0, device=pipe.device)
-    text = pipe.encode_prompt(PROMPTS[0])
+    text = pipe.encode_prompt(render_clip(heldout_seed(0)).caption)
     tokens = cf * model.frame_tokens(h, w)
     taps = [torch.randn(1, tokens, p.model.dim, device=pipe.device) for _ in p.model.taps]
 
@@ -136,43 +166,92 @@ def head_time_share(pipe: StreamingPipeline, repeats: int = 20) -> tuple[float, 
 def markdown(rows: list[Row], seconds: float) -> str:
     lines = [
         f"| schedule | NFE / {seconds:g} s video | steps / chunk | transformer ms / forward | decode ms / chunk "
-        "| generated FPS | first-chunk latency s | speed vs fixed 4 | NFE vs fixed 4 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| generated FPS | first-chunk latency s | total score | adherence | temporal | sharpness | fidelity "
+        "| speed vs fixed 4 | NFE vs fixed 4 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r.schedule} | {r.nfe:.1f} | {r.steps_per_chunk:.2f} | {r.transformer_ms_per_forward:.2f} "
-            f"| {r.decode_ms_per_chunk:.1f} | {r.fps:.1f} | {r.latency_s:.3f} | {r.speedup_vs_fixed4:.2f}× "
-            f"| {r.nfe_vs_fixed4:.2f}× |"
+            f"| {r.decode_ms_per_chunk:.1f} | {r.fps:.1f} | {r.latency_s:.3f} | {r.total_score:.1f} "
+            f"| {r.adherence:.1%} | {r.temporal:.3f} | {r.sharpness:.3f} | {r.fidelity:.3f} "
+            f"| {r.speedup_vs_fixed4:.2f}× | {r.nfe_vs_fixed4:.2f}× |"
         )
     return "\n".join(lines)
 
 
+def drift_markdown(rows: list[Row], segment_s: float) -> str:
+    n = len(rows[0].segment_scores)
+    lines = [
+        "| schedule | " + " | ".join(f"{k * segment_s:g}–{(k + 1) * segment_s:g} s" for k in range(n)) + " |",
+        "|---|" + "---:|" * n,
+    ]
+    lines += [f"| {r.schedule} | " + " | ".join(f"{x:.1f}" for x in r.segment_scores) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def pareto_plot(rows: list[Row], path: Path, title: str) -> None:
+    """Total score against NFE, one labelled point per schedule, the Pareto front drawn."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for r in rows:
+        ax.scatter(r.nfe, r.total_score, color="tab:red" if r.schedule == "adaptive" else "tab:blue", zorder=3)
+        ax.annotate(r.schedule, (r.nfe, r.total_score), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    front, best = [], float("-inf")
+    for r in sorted(rows, key=lambda r: (r.nfe, -r.total_score)):
+        if r.total_score > best:
+            front.append(r)
+            best = r.total_score
+    ax.plot([r.nfe for r in front], [r.total_score for r in front], "--", color="grey", lw=1, zorder=2)
+    ax.set_xlabel("NFE per video")
+    ax.set_ylabel("total score (0–100)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dsa_core.bench", description=__doc__)
-    ap.add_argument("--quick", action="store_true", help="2 prompts × 1 seed (about a minute on 2 CPU cores)")
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--quick", action="store_true", help="2 prompts × 1 seed (about two minutes on 2 CPU cores)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="video length; above 5 s, drift per 5 s segment")
+    ap.add_argument("--prompts", type=int, default=len(PROMPT_CLIPS), help="held-out world captions to use")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--model", default="tiny")
-    ap.add_argument("--random-init", action="store_true", help="random weights (the default when none are shipped)")
+    ap.add_argument("--random-init", action="store_true", help="random weights: times the machinery")
     ap.add_argument("--device")
     ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument("--plot", type=Path, help="write the quality-vs-NFE plot (PNG) here")
     args = ap.parse_args(argv)
+    if not 1 <= args.prompts <= len(PROMPT_CLIPS):
+        ap.error(f"--prompts={args.prompts} is outside the allowed range 1..{len(PROMPT_CLIPS)}")
 
-    random_init = args.random_init or not (default_weights_dir(args.model) / "MANIFEST").is_file()
-    pipe = StreamingPipeline.from_preset(args.model, random_init=random_init, device=args.device)
-    prompts, seeds = (PROMPTS[:2], [0]) if args.quick else (PROMPTS, list(range(args.seeds)))
+    pipe = StreamingPipeline.from_preset(args.model, random_init=args.random_init, device=args.device)
+    s = pipe.preset.sampling
+    # The world's classifier sees 64×64 videos; a model at another resolution gets no quality columns.
+    evaluator = None
+    if (s.height, s.width) == (64, 64):
+        evaluator = Evaluator(AttributeNet.load(default_weights_dir("tiny") / "evalnet"))
+    elif args.plot:
+        ap.error(f"--plot needs quality scores, which are measured on 64×64 videos only ({args.model} makes "
+                 f"{s.width}×{s.height})")
+    clips, seeds = (PROMPT_CLIPS[:2], [0]) if args.quick else (PROMPT_CLIPS[: args.prompts], list(range(args.seeds)))
     # Warm-up: first calls pay for allocations and kernel selection.
-    list(pipe.generate(PROMPTS[0], "fixed", seconds=args.seconds, seed=0, steps=1))
+    list(pipe.generate(render_clip(heldout_seed(0)).caption, "fixed", seconds=1, seed=0, steps=1))
 
     # Schedules take turns on each (prompt, seed), so drift in machine speed hits all alike.
     tallies = {label: Tally() for label, _, _ in ROWS}
-    for prompt in prompts:
+    for clip in clips:
         for seed in seeds:
             for label, name, params in ROWS:
-                run_once(pipe, name, params, prompt, seed, args.seconds, tallies[label])
-            print(f"  done: {prompt!r}, seed {seed}", file=sys.stderr)
-    rows = [tallies[label].row(label) for label, _, _ in ROWS]
+                run_once(pipe, name, params, clip, seed, args.seconds, tallies[label])
+            print(f"  done: held-out clip {clip}, seed {seed}", file=sys.stderr)
+    rows = [tallies[label].row(label, evaluator) for label, _, _ in ROWS]
     ref = next(r for r in rows if r.schedule == "fixed 4")
     for r in rows:
         r.speedup_vs_fixed4 = r.fps / ref.fps
@@ -180,10 +259,17 @@ def main(argv: list[str] | None = None) -> int:
     head_ms, forward_ms = head_time_share(pipe)
 
     device = f"{pipe.device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    print(f"model {args.model}{' (RANDOM weights)' if random_init else ''}, {device}, "
-          f"{len(prompts)} prompts × {len(seeds)} seeds, {args.seconds:g} s videos at "
-          f"{pipe.preset.sampling.width}×{pipe.preset.sampling.height}, {pipe.preset.sampling.fps} fps\n")
+    header = (f"model {args.model}{' (RANDOM weights)' if args.random_init else ''}, {device}, "
+              f"{len(clips)} prompts × {len(seeds)} seeds, {args.seconds:g} s videos at {s.width}×{s.height}, "
+              f"{s.fps} fps")
+    print(header + "\n")
     print(markdown(rows, args.seconds))
+    if evaluator is None:
+        print(f"\nquality: not measured (the world classifier judges 64×64 videos, this model makes "
+              f"{s.width}×{s.height})")
+    elif len(rows[0].segment_scores) > 1:
+        print("\ntotal score per segment (drift along the video):\n")
+        print(drift_markdown(rows, evaluator.cfg.segment_frames / s.fps))
     print(
         f"\nconfidence head, {args.model}: {head_flops_share(pipe.preset):.3%} of a forward's FLOPs, "
         f"{head_ms / forward_ms:.2%} of its measured time ({head_ms:.3f} ms of {forward_ms:.2f} ms); "
@@ -192,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    if args.plot and evaluator is not None:
+        pareto_plot(rows, args.plot, header)
     return 0
 
 

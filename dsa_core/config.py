@@ -139,6 +139,29 @@ class ScheduleDefaults:
 
 
 @dataclass(frozen=True)
+class EvalConfig:
+    """How `dsa_core.eval` looks at a video and weighs what it sees into a 0–100 score."""
+
+    # A window is `window_frames` consecutive frames inside one scene (the shortest scene
+    # after a cut is 24 frames), seen by the attribute classifier as `window_samples`
+    # evenly spaced frames; windows start every `window_stride` frames.
+    window_frames: int = 24
+    window_samples: int = 12
+    window_stride: int = 12
+    # Total score = 100 × Σ weight · sub-score, every sub-score in [0, 1] (see `dsa_core.eval`).
+    weights: tuple[tuple[str, float], ...] = (
+        ("adherence", 0.5), ("temporal", 0.15), ("sharpness", 0.15), ("fidelity", 0.2),
+    )
+    # Fréchet distance at which the fidelity sub-score falls to 1/e.
+    fd_scale: float = 25.0
+    # Frames per segment when a long video's drift is reported (5 s at 16 fps).
+    segment_frames: int = 81
+
+
+EVAL = EvalConfig()
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     model: ModelConfig

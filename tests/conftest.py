@@ -16,3 +16,9 @@ def tiny_model() -> CausalWanModel:
 def random_pipe() -> StreamingPipeline:
     """The tiny preset with random weights: exercises the machinery, not the model."""
     return StreamingPipeline.from_preset("tiny", random_init=True, device="cpu", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe() -> StreamingPipeline:
+    """The shipped, trained tiny model: what the app, the CLI and the bench serve by default."""
+    return StreamingPipeline.from_preset("tiny", device="cpu", seed=0)

@@ -42,12 +42,12 @@ ARGS = ["a red ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1]  # prompt, schedule
 
 
 @pytest.mark.slow
-def test_stream_charts_and_mp4(client, random_pipe):
+def test_stream_charts_and_mp4(client, tiny_pipe):
     job = client.submit(*ARGS, 3, 5, False, "tiny", api_name="/generate")
     updates = list(job)
     *streaming, final = updates
     assert len(streaming) >= 2
-    events = list(random_pipe.generate("a red ball", "adaptive", seconds=3, seed=5))
+    events = list(tiny_pipe.generate("a red ball", "adaptive", seconds=3, seed=5))
     assert len(streaming) == len(events)
     conf = streaming[-1][1]["data"]
     expected = [[e.index, c, f"step {j + 1}"] for e in events for j, c in enumerate(e.confidence)]

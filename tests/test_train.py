@@ -23,6 +23,7 @@ TOY = {
     "ode": {"trajectories": 4, "teacher_steps": 4},
     "dmd": {"critic_steps": 1, "captions": 50},
     "confidence-head": {"captions": 50},
+    "evalnet": {"clips": 4, "heldout_clips": 2, "channels": 8},
 }
 
 
@@ -41,7 +42,7 @@ def train(tmp_path, stage, resume=False, **extra):
 
 @pytest.mark.slow
 def test_every_stage_trains_and_resumes_exactly(tmp_path):
-    for stage in ("vae", "teacher", "ode", "dmd", "confidence-head"):
+    for stage in ("vae", "teacher", "ode", "dmd", "confidence-head", "evalnet"):
         uninterrupted = train(tmp_path, stage)
         assert [r["step"] for r in uninterrupted] == [0, 1]
         assert all(torch.isfinite(torch.tensor(v)) for r in uninterrupted for k, v in r.items())

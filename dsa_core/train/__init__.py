@@ -2,18 +2,22 @@
 
 Stages, in order: `vae` → `teacher` (umT5 text encoder + bidirectional teacher) → `ode`
 (CausVid init of the causal student) → `dmd` (Self-Forcing DMD + DSA confidence loss) →
-`export` (assemble `weights/tiny` with its MANIFEST).  `confidence-head` trains only the DSA
-head of a frozen generator (for `--model wan-1.3b`, the public Self-Forcing one).  Each stage resumes from its last
+`evalnet` (the attribute classifier of `dsa_core.eval`) → `export` (assemble `weights/tiny`
+with its MANIFEST).  `confidence-head` trains only the DSA head of a frozen generator (for
+`--model wan-1.3b`, the public Self-Forcing one).  Each stage resumes from its last
 checkpoint with `--resume` and runs unchanged under `torchrun --nproc_per_node N`.
 """
 
 from .common import Stage
 from .dmd import DmdStage
+from .evalnet import EvalnetStage
 from .head import HeadStage
 from .ode import OdeStage
 from .teacher import TeacherStage
 from .vae import VaeStage
 
-STAGES: dict[str, type[Stage]] = {s.name: s for s in (VaeStage, TeacherStage, OdeStage, DmdStage, HeadStage)}
+STAGES: dict[str, type[Stage]] = {
+    s.name: s for s in (VaeStage, TeacherStage, OdeStage, DmdStage, HeadStage, EvalnetStage)
+}
 
 __all__ = ["STAGES", "Stage"]

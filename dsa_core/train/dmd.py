@@ -32,6 +32,9 @@ class DmdConfig(StageConfig):
     steps: int = 250
     batch_size: int = 4
     lr: float = 2e-5
+    # The confidence head starts from scratch while the denoiser is only fine-tuned: at the
+    # generator's rate it would barely move in a few hundred steps.
+    head_lr: float = 1e-3
     critic_lr: float = 4e-5
     critic_steps: int = 5
     cfg_scale: float = 3.0
@@ -48,6 +51,9 @@ class DmdConfig(StageConfig):
         super().validate()
         if not 0 <= self.min_t < self.max_t <= 1:
             raise ValueError(f"min_t={self.min_t}, max_t={self.max_t} must satisfy 0 <= min_t < max_t <= 1")
+        for name in ("head_lr", "critic_lr"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be a positive number")
         if self.critic_steps < 1:
             raise ValueError(f"critic_steps={self.critic_steps} must be >= 1")
 
@@ -110,7 +116,10 @@ class DmdStage(Stage):
         self.ema = copy.deepcopy(self.student).requires_grad_(False)
         self.critic = copy.deepcopy(self.teacher).requires_grad_(True).train()
         betas = (0.0, 0.999)  # DMD2 / Self-Forcing: no first-moment momentum
-        self.opt = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, betas=betas, weight_decay=0.01)
+        head = list(self.student.confidence_head.parameters())
+        body = [p for p in self.student.parameters() if all(p is not h for h in head)]
+        self.opt = torch.optim.AdamW([{"params": body}, {"params": head, "lr": cfg.head_lr}], lr=cfg.lr,
+                                     betas=betas, weight_decay=0.01)
         self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, betas=betas, weight_decay=0.01)
         self.scheduler = FlowMatchScheduler(p.sampling.shift)
         self.captions = caption_corpus(cfg.captions, seed0=2 * 10**7)

@@ -15,12 +15,12 @@ from .dmd import DmdConfig
 
 RECIPE = (
     "python -m dsa_core.train vae && python -m dsa_core.train teacher && python -m dsa_core.train ode && "
-    "python -m dsa_core.train dmd && python -m dsa_core.train export"
+    "python -m dsa_core.train dmd && python -m dsa_core.train evalnet && python -m dsa_core.train export"
 )
 
 
 def export(config: str | None, dest: str | None) -> Path:
-    """Copy the student (EMA), VAE, text encoder and teacher into `dest` and hash them."""
+    """Copy the student (EMA), VAE, text encoder, teacher and evaluation classifier into `dest` and hash them."""
     cfg = load_config(DmdConfig, config)
     dest = Path(dest) if dest else default_weights_dir("tiny")
     sources = {
@@ -28,6 +28,7 @@ def export(config: str | None, dest: str | None) -> Path:
         "teacher": Stage.final_dir(cfg, "teacher") / "teacher.safetensors",
         "text_encoder": Stage.final_dir(cfg, "teacher") / "text_encoder",
         "vae": Stage.final_dir(cfg, "vae"),
+        "evalnet": Stage.final_dir(cfg, "evalnet"),
     }
     for name, path in sources.items():
         if not path.exists():
@@ -41,6 +42,7 @@ def export(config: str | None, dest: str | None) -> Path:
               str(tmp / "teacher.safetensors"))
     shutil.copytree(sources["text_encoder"], tmp / "text_encoder")
     shutil.copytree(sources["vae"], tmp / "vae")
+    shutil.copytree(sources["evalnet"], tmp / "evalnet")
     preset = cfg.preset()
     config = {"model": dataclasses.asdict(preset.model), "height": cfg.height, "width": cfg.width}
     (tmp / "config.json").write_text(json.dumps(config, indent=2))

@@ -1,0 +1,141 @@
+"""Stage `evalnet`: the attribute classifier of `dsa_core.eval`, on rendered world clips.
+
+Clips are rendered once at the start (deterministic from the seed) and windows drawn from
+them at random.  Generated videos are softer than renders, so each window is blurred by a
+random amount and lightly noised: the classifier must name a blurry red ball a red ball.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from ..evalnet import (
+    ATTRIBUTES,
+    AttributeNet,
+    attribute_loss,
+    predictions,
+    to_input,
+    window_frames,
+    window_labels,
+    windows,
+)
+from ..world import heldout_seed, render_clip, train_seed
+from .common import Stage, StageConfig, optimizer_step
+from .data import world_config
+
+CLIP_SEED0 = 4 * 10**7  # training clips of this stage: train_seed(CLIP_SEED0 + i)
+
+
+@dataclass
+class EvalnetConfig(StageConfig):
+    steps: int = 1200
+    batch_size: int = 32
+    lr: float = 2e-3
+    clips: int = 1024
+    heldout_clips: int = 128
+    channels: int = 64  # AttributeNet's width
+    max_blur: float = 1.2  # pixels (Gaussian sigma)
+    noise: float = 0.04
+
+    def validate(self) -> None:
+        super().validate()
+        if self.clips < 1 or self.heldout_clips < 1:
+            raise ValueError(f"clips={self.clips} and heldout_clips={self.heldout_clips} must be >= 1")
+
+
+def render_windows(seeds: list[int], cfg: EvalnetConfig, desc: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Every window of every clip: uint8 frames [N, S, H, W, 3] and their labels."""
+    world = world_config(cfg.height, cfg.width, cfg.num_frames)
+    frames, labels = [], []
+    for seed in tqdm(seeds, desc=desc):
+        clip = render_clip(seed, world)
+        for start, length in windows(clip.attributes):
+            frames.append(window_frames(clip.frames, start, length))
+            labels.append(window_labels(clip.attributes, start, length))
+    stacked = {k: torch.tensor([lab[k] for lab in labels]) for k in ATTRIBUTES}
+    return torch.from_numpy(np.stack(frames)), stacked
+
+
+def soften(x: torch.Tensor, g: torch.Generator, max_blur: float, noise: float) -> torch.Tensor:
+    """Per-sample Gaussian blur of random strength plus Gaussian noise, on [B, 3, S, H, W]."""
+    b = x.shape[0]
+    sigma = torch.rand(b, generator=g) * max_blur + 1e-3
+    r = torch.arange(-2, 3, dtype=x.dtype)
+    k = torch.exp(-(r[None] ** 2) / (2 * sigma[:, None] ** 2))
+    k = k / k.sum(1, keepdim=True)  # [B, 5]
+    c = x[0].numel() // (x.shape[-1] * x.shape[-2])  # channels × frames, blurred alike
+    kh = k.repeat_interleave(c, 0)[:, None, :, None]  # one separable 5-tap kernel per (sample, channel)
+    kw = k.repeat_interleave(c, 0)[:, None, None, :]
+    y = x.reshape(1, b * c, *x.shape[-2:])
+    y = F.conv2d(F.pad(y, (0, 0, 2, 2), mode="replicate"), kh, groups=b * c)
+    y = F.conv2d(F.pad(y, (2, 2, 0, 0), mode="replicate"), kw, groups=b * c)
+    y = y.reshape(x.shape)
+    return y + noise * torch.randn(y.shape, generator=g)
+
+
+class EvalnetStage(Stage):
+    name = "evalnet"
+    Config = EvalnetConfig
+
+    def __init__(self, cfg: EvalnetConfig, run) -> None:
+        super().__init__(cfg, run)
+        torch.manual_seed(cfg.seed)
+        self.net = AttributeNet(width=cfg.channels).to(run.device).train()
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+        self.frames, self.labels = render_windows([train_seed(CLIP_SEED0 + i) for i in range(cfg.clips)], cfg,
+                                                  "rendering training clips")
+
+    def modules(self):
+        return {"evalnet": self.net}
+
+    def optimizers(self):
+        return {"evalnet": self.opt}
+
+    def lr_at(self, step: int) -> float:
+        """Cosine decay: a classifier, unlike the generators, wants to settle at the end."""
+        return self.cfg.lr * 0.5 * (1 + math.cos(math.pi * step / self.cfg.steps))  # a float: checkpoints hold no numpy
+
+    def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
+        for group in self.opt.param_groups:
+            group["lr"] = self.lr_at(step)
+        idx = torch.randint(0, len(self.frames), (self.cfg.batch_size,), generator=g)
+        x = soften(to_input(self.frames[idx]), g, self.cfg.max_blur, self.cfg.noise).to(self.run.device)
+        labels = {k: v[idx].to(self.run.device) for k, v in self.labels.items()}
+        logits, _, _ = self.net(x)
+        loss = attribute_loss(logits, labels)
+        optimizer_step(loss, self.opt, self.run)
+        pred = predictions(logits)
+        acc = float(np.mean([(pred[k] == labels[k]).reshape(len(idx), -1).all(1).float().mean().item()
+                             for k in ATTRIBUTES]))
+        return {"loss": loss.item(), "accuracy": acc}
+
+    @torch.no_grad()
+    def heldout_accuracy(self) -> dict[str, float]:
+        """Per-attribute window accuracy on held-out clips (printed at export, for the record)."""
+        frames, labels = render_windows([heldout_seed(i) for i in range(self.cfg.heldout_clips)], self.cfg,
+                                        "rendering held-out clips")
+        self.net.eval()
+        correct = {k: [] for k in ATTRIBUTES}
+        for s in range(0, len(frames), 64):
+            pred = predictions(self.net(to_input(frames[s : s + 64]).to(self.run.device))[0])
+            for k in ATTRIBUTES:
+                hit = (pred[k].cpu() == labels[k][s : s + 64]).reshape(len(pred[k]), -1).all(1)
+                correct[k] += hit.tolist()
+        self.net.train()
+        return {k: float(np.mean(v)) for k, v in correct.items()}
+
+    def export(self, folder: Path) -> None:
+        self.net.eval()
+        self.net.save(folder)
+        accuracy = self.heldout_accuracy()
+        (folder / "heldout_accuracy.json").write_text(json.dumps(accuracy, indent=2))
+        print("held-out window accuracy:", {k: round(v, 3) for k, v in accuracy.items()})
+        self.net.train()

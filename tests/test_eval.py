@@ -1,0 +1,65 @@
+"""The quality metric separates good from bad: real clips at the top, noise and wrong prompts low."""
+
+import numpy as np
+import pytest
+
+from dsa_core.eval import Evaluator, flicker, frechet_distance, sharpness
+from dsa_core.evalnet import AttributeNet, window_labels, windows
+from dsa_core.weights import default_weights_dir
+from dsa_core.world import heldout_seed, render_clip
+
+
+@pytest.fixture(scope="module")
+def evaluator():
+    return Evaluator(AttributeNet.load(default_weights_dir("tiny") / "evalnet"), reference_clips=64)
+
+
+@pytest.fixture(scope="module")
+def real():
+    return [render_clip(heldout_seed(200 + i)) for i in range(48)]
+
+
+def test_windows_stay_inside_one_scene_and_follow_turns():
+    clip = render_clip(heldout_seed(3))  # a cut at frame 41
+    ws = windows(clip.attributes)
+    cut = clip.attributes["events"][0]["frame"]
+    assert all(s + n <= cut or s >= cut for s, n in ws) and any(s >= cut for s, _ in ws)
+    turning = next(c for c in (render_clip(heldout_seed(i)) for i in range(40))
+                   if any(e["type"] == "turn" for e in c.attributes["events"]))
+    turn = next(e for e in turning.attributes["events"] if e["type"] == "turn")
+    before = window_labels(turning.attributes, max(0, turn["frame"] - 30), 24)["motions"]
+    after = window_labels(turning.attributes, turn["frame"], 24)["motions"]
+    assert before != after
+
+
+def test_metric_helpers_rank_the_obvious():
+    rng = np.random.default_rng(0)
+    still = np.full((20, 32, 32, 3), 128, np.uint8)
+    noise = rng.integers(0, 256, (20, 32, 32, 3), dtype=np.uint8)
+    assert flicker(still) == 0 and flicker(noise) > 0.2
+    assert sharpness(still) == 0 and sharpness(noise) > sharpness(render_clip(heldout_seed(0)).frames)
+    a = rng.normal(size=(300, 4))
+    assert frechet_distance(a, a) == pytest.approx(0, abs=1e-6)
+    assert frechet_distance(a, a + 3) == pytest.approx(36, rel=0.05)
+
+
+@pytest.mark.slow
+def test_real_clips_score_at_the_top(evaluator, real):
+    score = evaluator.score([c.frames for c in real], [c.attributes for c in real])
+    print(score)
+    assert score["adherence"] >= 0.95
+    assert score["total_score"] >= 90
+
+
+@pytest.mark.slow
+def test_noise_and_shuffled_prompts_score_low(evaluator, real):
+    rng = np.random.default_rng(0)
+    attributes = [c.attributes for c in real]
+    noise = [rng.integers(0, 256, c.frames.shape, dtype=np.uint8) for c in real]
+    truth = evaluator.score([c.frames for c in real], attributes)
+    shuffled = evaluator.score([c.frames for c in real], attributes[1:] + attributes[:1])
+    noisy = evaluator.score(noise, attributes)
+    print(truth["total_score"], shuffled["total_score"], noisy["total_score"])
+    assert noisy["total_score"] < 20
+    assert shuffled["adherence"] < 0.5
+    assert shuffled["total_score"] < truth["total_score"] - 20
