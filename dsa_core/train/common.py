@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -208,10 +209,18 @@ class LossLog:
         self.png = folder / "losses.png"
         self.rows: list[dict] = []
         if self.path.is_file():
-            rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
-            self.rows = [r for r in rows if r["step"] < resume_step]  # drop steps the checkpoint lost
+            rows = [self._parse(line) for line in self.path.read_text().splitlines()]
+            # Drop steps the checkpoint lost, and a line torn by a kill mid-write.
+            self.rows = [r for r in rows if r is not None and r["step"] < resume_step]
         folder.mkdir(parents=True, exist_ok=True)
         self._rewrite()
+
+    @staticmethod
+    def _parse(line: str) -> dict | None:
+        try:
+            return json.loads(line)
+        except json.JSONDecodeError:
+            return None
 
     def _rewrite(self) -> None:
         self.path.write_text("".join(json.dumps(r) + "\n" for r in self.rows))
@@ -328,7 +337,14 @@ def run_stage(stage: Stage, resume: bool = False) -> list[dict]:
                 })
                 log.plot(f"{stage.name} ({done}/{cfg.steps} steps)")
             run.barrier()
-    if run.main and (rows or not Stage.final_dir(cfg, stage.name).is_dir()):
-        stage.export(Stage.final_dir(cfg, stage.name))
+    final = Stage.final_dir(cfg, stage.name)
+    if run.main and (rows or not final.is_dir()):
+        # Export beside the final folder, then swap it in: a kill mid-export leaves no
+        # half-written weights, and the resumed run (no steps left, no final folder) exports again.
+        tmp = final.with_name(final.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        stage.export(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.replace(final)
     run.barrier()
     return rows
