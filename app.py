@@ -13,8 +13,11 @@ import argparse
 import json
 import os
 import random
+import shutil
 import tempfile
+import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
@@ -26,6 +29,25 @@ from dsa_core.pipeline import ChunkEvent, Generation, StreamingPipeline
 from dsa_core.schedules import SCHEDULES
 
 OUTPUT_DIR = Path(os.environ.get("DSA_OUTPUT_DIR", Path(tempfile.gettempdir()) / "dsa_video_outputs"))
+
+
+@dataclass
+class Limits:
+    """What one server allows; each from the command line or the environment (README, "Limits")."""
+
+    max_queue: int = int(os.environ.get("DSA_MAX_QUEUE", "16"))  # waiting requests beyond the running one
+    max_request_s: float = float(os.environ.get("DSA_MAX_REQUEST_S", "300"))  # a generation is stopped after this
+    output_max_age_s: float = float(os.environ.get("DSA_OUTPUT_MAX_AGE_S", "3600"))  # older outputs are deleted
+
+    def validate(self) -> None:
+        if self.max_queue < 1:
+            raise SystemExit(f"max queue {self.max_queue} must be at least 1")
+        if not 0 < self.max_request_s < self.output_max_age_s:
+            raise SystemExit(f"max request seconds {self.max_request_s} must be positive and below the output "
+                             f"max age {self.output_max_age_s} (a running generation's files must outlive it)")
+
+
+LIMITS = Limits()
 EXAMPLES = [
     "A small red disc moves left on a plain white background.",
     "A large blue square bounces up and down on green and yellow vertical stripes.",
@@ -80,10 +102,29 @@ def start(prompt, schedule, widgets: dict, seconds, seed, model: str = "tiny") -
         raise gr.Error(str(err)) from None
 
 
+def prune_outputs() -> None:
+    """Delete the output folders of generations older than the limit, so disk use stays bounded."""
+    cutoff = time.time() - LIMITS.output_max_age_s
+    for folder in OUTPUT_DIR.glob("*/"):
+        if folder.stat().st_mtime < cutoff:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def over_time(gen: Generation, e: ChunkEvent) -> bool:
+    """Stop a generation past the per-request limit (checked between chunks), and say so."""
+    if e.elapsed_s <= LIMITS.max_request_s or e.index + 1 == e.num_chunks:
+        return False
+    gen.cancel()
+    gr.Warning(f"stopped after {e.elapsed_s:.0f} s: the per-request limit on this server is "
+               f"{LIMITS.max_request_s:g} s")
+    return True
+
+
 class ChunkView:
     """What one streaming generation shows: segments, chart data, running figures, final files."""
 
     def __init__(self, gen: Generation) -> None:
+        prune_outputs()
         self.gen = gen
         self.folder = OUTPUT_DIR / uuid.uuid4().hex
         self.video = Mp4Writer(self.folder / "video.mp4", FPS)
@@ -130,6 +171,7 @@ def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, s
     try:
         for e in gen:
             yield *view.add(e), *[gr.skip()] * 3
+            over_time(gen, e)
     finally:
         ACTIVE.pop(request.session_hash, None)
         mp4, table, report, _ = view.finish()
@@ -166,6 +208,9 @@ def compare(prompt, names, seconds, seed):
                 continue
             outputs[4 * i : 4 * i + 4] = views[i].add(e)
             yield tuple(outputs)
+            if over_time(views[i].gen, e):
+                for v in views:  # each ends before its next chunk
+                    v.gen.cancel()
     rows = []
     for v in views:
         _, _, _, s = v.finish()
@@ -185,7 +230,9 @@ def charts(max_steps: int) -> tuple[gr.LinePlot, gr.BarPlot]:
 
 def build() -> gr.Blocks:
     d, s = PIPE.preset.schedules, PIPE.preset.sampling
-    with gr.Blocks(title="DSA Video") as demo:
+    # Gradio's own copies of served files expire like the outputs they copy.
+    age = int(LIMITS.output_max_age_s)
+    with gr.Blocks(title="DSA Video", delete_cache=(age, age)) as demo:
         gr.Markdown("# DSA Video — streaming video diffusion with dynamic step allocation")
         with gr.Tab("Generate"):
             with gr.Row():
@@ -257,10 +304,15 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--host", default=os.environ.get("DSA_HOST", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("DSA_PORT", "7860")))
-    parser.add_argument("--max-queue", type=int, default=int(os.environ.get("DSA_MAX_QUEUE", "16")))
+    parser.add_argument("--max-queue", type=int, default=LIMITS.max_queue)
+    parser.add_argument("--max-request-seconds", type=float, default=LIMITS.max_request_s)
+    parser.add_argument("--output-max-age", type=float, default=LIMITS.output_max_age_s, help="seconds")
     args = parser.parse_args()
+    LIMITS = Limits(args.max_queue, args.max_request_seconds, args.output_max_age)
+    LIMITS.validate()
     # Generate and Compare share the "device" queue: one generation at a time, others wait
-    # and see their position.
-    build().queue(default_concurrency_limit=1, max_size=args.max_queue).launch(
+    # and see their position.  The app serves files from its own output folder only.
+    demo = build()
+    demo.queue(default_concurrency_limit=1, max_size=LIMITS.max_queue).launch(
         server_name=args.host, server_port=args.port, allowed_paths=[str(OUTPUT_DIR)]
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+import unicodedata
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -353,7 +354,14 @@ class StreamingPipeline:
             raise ValueError(f"prompt must be a non-empty string of 1..{limit} characters")
         if len(prompt) > limit:
             raise ValueError(f"prompt has {len(prompt)} characters; the allowed range is 1..{limit}")
-        return prompt.strip()
+        # Control characters (NUL, escape sequences, …) mean nothing to the tokenizer and can
+        # corrupt logs and terminals: they become spaces, and a prompt of nothing else is refused.
+        cleaned = "".join(" " if unicodedata.category(ch) == "Cc" else ch for ch in prompt).strip()
+        if not cleaned:
+            raise ValueError("prompt has no printable characters: write at least one visible character")
+        if cleaned != prompt.strip():
+            warnings.warn("control characters in the prompt were replaced by spaces", UserWarning, stacklevel=3)
+        return " ".join(cleaned.split())
 
     def check_seconds(self, seconds: object) -> float:
         limit = self.preset.sampling.max_seconds

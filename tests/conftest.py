@@ -1,9 +1,21 @@
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import pytest
 import torch
+from gradio_client import Client
 
 from dsa_core.config import TINY
 from dsa_core.model import CausalWanModel
 from dsa_core.pipeline import StreamingPipeline
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -22,3 +34,41 @@ def random_pipe() -> StreamingPipeline:
 def tiny_pipe() -> StreamingPipeline:
     """The shipped, trained tiny model: what the app, the CLI and the bench serve by default."""
     return StreamingPipeline.from_preset("tiny", device="cpu", seed=0)
+
+
+@contextmanager
+def serve_app(outputs: Path, *args: str) -> Iterator[Client]:
+    """Run app.py on a free loopback port (with extra CLI args) and connect a client to it."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "DSA_OUTPUT_DIR": str(outputs)}
+    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=ROOT, env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    try:
+        while True:
+            try:
+                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                break
+            except Exception:
+                if time.time() > deadline or server.poll() is not None:
+                    raise
+                time.sleep(1)
+        yield client
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def app_server():
+    """`serve_app`, for tests that need a server of their own (other limits)."""
+    return serve_app
+
+
+@pytest.fixture(scope="session")
+def client(tmp_path_factory):
+    """A real app server with the default limits, shared by the app tests."""
+    with serve_app(tmp_path_factory.mktemp("outputs")) as c:
+        yield c

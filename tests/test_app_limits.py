@@ -1,0 +1,54 @@
+"""Server limits are enforced: per-request time, output age, files outside the outputs."""
+
+import json
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ARGS = ["a red ball", "fixed", 4, "4,3,2", 0.02, 0.01, 1]
+
+
+@pytest.mark.slow
+def test_request_time_limit_and_old_outputs_are_deleted(app_server, tmp_path):
+    outputs = tmp_path / "outputs"
+    with app_server(outputs, "--max-request-seconds", "1", "--output-max-age", "4") as client:
+        result = client.predict(*ARGS, 30, 0, False, "tiny", api_name="/generate")  # 40 chunks planned
+        summary = json.loads(Path(result[6]).read_text())
+        assert summary["cancelled"] and summary["num_frames"] < summary["planned_frames"]
+        first = {p.name for p in outputs.iterdir()}
+        assert len(first) == 1
+        time.sleep(5)  # older than the output age now
+        client.predict(*ARGS, 1, 0, False, "tiny", api_name="/generate")
+        second = {p.name for p in outputs.iterdir()}
+        assert len(second) == 1 and not second & first
+
+
+@pytest.mark.slow
+def test_no_file_outside_the_outputs_is_served(client):
+    base = client.src.rstrip("/")
+    for path in ("/etc/passwd", "app.py", "weights/tiny/MANIFEST", "../../etc/passwd"):
+        for route in ("/gradio_api/file=", "/file="):
+            try:
+                with urllib.request.urlopen(base + route + path, timeout=10) as r:
+                    body = r.read()
+            except urllib.error.HTTPError as err:
+                assert err.code in (403, 404), (route, path, err.code)
+                continue
+            assert b"root:" not in body and b"import" not in body and b"sha256" not in body, (route, path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args,match", [
+    (["--max-queue", "0"], "max queue 0 must be at least 1"),
+    (["--max-request-seconds", "100", "--output-max-age", "50"], "must be positive and below the output max age"),
+])
+def test_bad_limits_are_refused_at_startup(args, match):
+    proc = subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and match in proc.stderr

@@ -1,0 +1,150 @@
+"""The bad-input matrix of docs/bad_input.md: every case gets a clear error, nothing crashes.
+
+Each case has an id that the docs table lists (a test checks they agree).  The app cases run
+against a live server, which must keep serving after each.
+"""
+
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from dsa_core import bench, generate
+from dsa_core.train.__main__ import main as train_main
+from dsa_core.weights import default_weights_dir
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "bad_input.md"
+TEN_KB = "a red ball " * 931  # 10 241 characters
+
+# (id, generate() arguments, message)
+API = [
+    ("api-prompt-none", {"prompt": None}, "prompt must be a non-empty string of 1..2000 characters"),
+    ("api-prompt-int", {"prompt": 5}, "prompt must be a non-empty string"),
+    ("api-prompt-control-only", {"prompt": "\x00\x07\x1b"}, "prompt has no printable characters"),
+    ("api-prompt-10kb", {"prompt": TEN_KB}, "prompt has 10241 characters; the allowed range is 1..2000"),
+    ("api-seconds-nan", {"seconds": math.nan}, r"seconds=nan must be a number in \(0, 60.0\]"),
+    ("api-seconds-inf", {"seconds": math.inf}, r"seconds=inf must be a number in \(0, 60.0\]"),
+    ("api-seconds-negative", {"seconds": -1}, r"seconds=-1 is outside the allowed range \(0, 60.0\]"),
+    ("api-seconds-string", {"seconds": "5"}, "seconds='5' must be a number"),
+    ("api-seed-bool", {"seed": True}, "seed=True must be an integer in 0.."),
+    ("api-seed-float", {"seed": 1.5}, "seed=1.5 must be an integer"),
+    ("api-seed-huge", {"seed": 2**70}, "must be an integer in 0..9223372036854775807"),
+    ("api-schedule-unknown", {"schedule": "fast"}, "schedule='fast' is unknown; allowed: adaptive"),
+    ("api-param-unknown", {"schedule": "fixed", "foo": 1}, "schedule 'fixed' takes no parameter 'foo'"),
+    ("api-steps-zero", {"schedule": "fixed", "steps": 0}, r"steps=0 is outside the allowed range 1..4"),
+    ("api-steps-float", {"schedule": "fixed", "steps": 2.5}, r"steps=2.5 is outside the allowed range 1..4"),
+    ("api-margin-nan", {"schedule": "adaptive", "margin": math.nan}, "margin=nan is outside the allowed range 0..1"),
+    ("api-tol-inf", {"schedule": "adaptive", "tol": math.inf}, "tol=inf is outside the allowed range 0..1"),
+    ("api-min-above-max", {"schedule": "adaptive", "min_steps": 4, "max_steps": 2},
+     r"min_steps=4 is outside the allowed range 1..2"),
+    ("api-counts-empty", {"schedule": "diagonal", "counts": []}, "must list at least one step count in 1..4"),
+]
+
+
+@pytest.mark.parametrize("case,kwargs,match", API, ids=[c[0] for c in API])
+def test_python_api(random_pipe, case, kwargs, match):
+    kwargs = {"prompt": "a red ball", "seconds": 1, **kwargs}
+    with pytest.raises(ValueError, match=match):
+        random_pipe.generate(kwargs.pop("prompt"), **kwargs)
+
+
+def test_python_api_control_characters_are_replaced(random_pipe):
+    with pytest.warns(UserWarning, match="control characters in the prompt were replaced"):
+        gen = random_pipe.generate("a red\x00 ball\x1b", seconds=1)
+    assert gen.prompt == "a red ball"
+
+
+@pytest.fixture(scope="module")
+def truncated_weights(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights") / "tiny"
+    shutil.copytree(default_weights_dir("tiny"), folder)
+    target = folder / "transformer.safetensors"
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2])
+    return folder
+
+
+# (id, entry point, argv with {weights} = a copy of weights/tiny with a truncated file and
+# {tmp} = an empty folder, message)
+CLI = [
+    ("cli-generate-schedule", generate.main, ["--prompt", "a ball", "--schedule", "fast"],
+     "schedule='fast' is unknown"),
+    ("cli-generate-seconds-nan", generate.main, ["--prompt", "a ball", "--seconds", "nan"],
+     "seconds=nan must be a number"),
+    ("cli-generate-steps", generate.main, ["--prompt", "a ball", "--schedule", "fixed", "--steps", "9"],
+     "steps=9 is outside the allowed range 1..4"),
+    ("cli-generate-empty-prompt", generate.main, ["--prompt", " "], "prompt must be a non-empty string"),
+    ("cli-generate-seed", generate.main, ["--prompt", "a ball", "--seed", "-3"], "seed=-3 must be an integer"),
+    ("cli-generate-truncated-weights", generate.main, ["--prompt", "a ball", "--weights", "{weights}"],
+     "transformer.safetensors does not match its sha256"),
+    ("cli-generate-missing-weights", generate.main, ["--prompt", "a ball", "--weights", "{tmp}/none"],
+     "MANIFEST is missing"),
+    ("cli-train-unknown-stage", train_main, ["distill"], "invalid choice: 'distill'"),
+    ("cli-train-config-key", train_main, ["vae", "--config", "{tmp}/bad.json"], "config key 'hieght' is unknown"),
+    ("cli-bench-prompts", bench.main, ["--prompts", "99"], r"--prompts=99 is outside the allowed range 1..8"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case,main,argv,match", CLI, ids=[c[0] for c in CLI])
+def test_cli(truncated_weights, tmp_path, capsys, monkeypatch, case, main, argv, match):
+    (tmp_path / "bad.json").write_text('{"hieght": 64}')
+    monkeypatch.chdir(tmp_path)  # anything a failed command wrote would land here
+    argv = [a.format(weights=truncated_weights, tmp=tmp_path) for a in argv]
+    try:
+        rc = main(argv)
+    except SystemExit as exit_info:  # argparse refusals
+        rc = exit_info.code
+    assert rc == 2
+    assert re.search(match, capsys.readouterr().err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]
+
+
+# (id, /generate arguments, message); the 11 arguments as in the README.
+APP = [
+    ("app-prompt-whitespace", ["   ", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 2, 0, False, "tiny"],
+     "prompt must be a non-empty string"),
+    ("app-prompt-control-only", ["\x00\x01", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 2, 0, False, "tiny"],
+     "prompt has no printable characters"),
+    ("app-prompt-10kb", [TEN_KB, "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 2, 0, False, "tiny"],
+     "prompt has 10241 characters; the allowed range is 1..2000"),
+    ("app-steps", ["a ball", "fixed", 9, "4,3,2", 0.02, 0.01, 1, 2, 0, False, "tiny"],
+     "steps=9 is outside the allowed range"),
+    ("app-counts", ["a ball", "diagonal", 4, "4,x,2", 0.02, 0.01, 1, 2, 0, False, "tiny"],
+     "diagonal counts '4,x,2' must be integers"),
+    ("app-seconds", ["a ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 5000, 0, False, "tiny"],
+     "5000 is greater than maximum value 60"),
+    ("app-margin", ["a ball", "adaptive", 4, "4,3,2", -3, 0.01, 1, 2, 0, False, "tiny"],
+     r"margin=-3(\.0)? is outside the allowed range 0..1"),
+    ("app-seed", ["a ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 2, -5, False, "tiny"],
+     "seed=-5 must be an integer"),
+    ("app-model", ["a ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 2, 0, False, "wan-1.3b"], "wan-1.3b"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case,args,match", APP, ids=[c[0] for c in APP])
+def test_app_generate(client, case, args, match):
+    with pytest.raises(Exception, match=match):
+        client.predict(*args, api_name="/generate")
+    ok = ["a red ball", "fixed", 1, "4,3,2", 0.02, 0.01, 1, 1, 3, False, "tiny"]
+    assert len(list(client.submit(*ok, api_name="/generate"))) >= 2  # the server keeps serving
+
+
+@pytest.mark.slow
+def test_app_other_endpoints(client):
+    """app-compare-one-schedule, app-next-prompt-idle"""
+    with pytest.raises(Exception, match="choose 2 or 3 schedules"):
+        client.predict("a red ball", ["adaptive"], 2, 1, api_name="/compare")
+    with pytest.raises(Exception, match="nothing is generating"):
+        client.predict("a blue square", False, api_name="/next_prompt")
+
+
+def test_docs_table_lists_every_case():
+    doc = DOC.read_text()
+    ids = [c[0] for c in API + CLI + APP] + ["app-compare-one-schedule", "app-next-prompt-idle"]
+    missing = [i for i in ids if f"`{i}`" not in doc]
+    assert not missing, f"docs/bad_input.md lacks {missing}"
+    assert len(ids) >= 25
+
