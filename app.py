@@ -10,6 +10,7 @@ through two or three schedules, streamed side by side.
 import spaces  # noqa: I001  # before torch: on a ZeroGPU Space it patches CUDA at import
 
 import argparse
+import functools
 import json
 import os
 import random
@@ -21,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 import torch
 
+from dsa_core.eval import Evaluator, caption_attributes
+from dsa_core.evalnet import AttributeNet
 from dsa_core.media import Mp4Writer, write_mp4
 from dsa_core.pipeline import ChunkEvent, Generation, StreamingPipeline
 from dsa_core.schedules import SCHEDULES
@@ -48,11 +52,10 @@ class Limits:
 
 
 LIMITS = Limits()
-EXAMPLES = [
-    "A small red disc moves left on a plain white background.",
-    "A large blue square bounces up and down on green and yellow vertical stripes.",
-    "A tiny yellow star spins on a black background, then the scene cuts to a purple triangle on a pink background.",
-]
+# Held-out world captions (never trained on): for these the app knows what the video should
+# show, so Compare can score it.  Any other prompt is generated but not scored.
+KNOWN_CAPTIONS = caption_attributes(range(64))
+EXAMPLES = [caption for i, caption in enumerate(KNOWN_CAPTIONS) if i in (23, 5, 4)]
 # Which widget feeds which constructor argument of each schedule.
 PARAMS = {
     "fixed": {"steps": "steps"},
@@ -131,12 +134,14 @@ class ChunkView:
         self.conf_rows: list[dict] = []
         self.step_rows: list[dict] = []
         self.frames = 0
+        self.chunks: list = []  # decoded frames, for the quality score
 
     def add(self, e: ChunkEvent) -> tuple:
         segment = self.folder / f"chunk_{e.index:03d}.ts"
         write_mp4(segment, [e.frames], FPS)
         self.video.write(e.frames)
         self.frames += len(e.frames)
+        self.chunks.append(e.frames)
         # One line per step number across chunks: a chunk that stopped early ends its lines.
         self.conf_rows += [{"chunk": e.index, "confidence": c, "step": f"step {j + 1}"}
                            for j, c in enumerate(e.confidence)]
@@ -189,6 +194,23 @@ def next_prompt(prompt, recache, request: gr.Request) -> str:
     return f"takes effect from the next chunk: {prompt.strip()}"
 
 
+@functools.cache
+def evaluator() -> Evaluator:
+    """Built on first use: it renders real reference clips (a few seconds)."""
+    return Evaluator(AttributeNet.shipped())
+
+
+def quality(prompt: str, view: ChunkView) -> float | str:
+    """Total score (0–100) of a finished video whose prompt is a known world caption."""
+    attributes = KNOWN_CAPTIONS.get(prompt.strip())
+    if attributes is None:
+        return "— (not a world caption)"
+    try:
+        return round(evaluator().score([np.concatenate(view.chunks)], [attributes])["total_score"], 1)
+    except ValueError as err:  # e.g. too short to hold one scored window
+        return f"— ({err})"
+
+
 @spaces.GPU
 def compare(prompt, names, seconds, seed):
     if not 2 <= len(names or []) <= 3:
@@ -217,7 +239,8 @@ def compare(prompt, names, seconds, seed):
         rows.append({"schedule": v.gen.schedule.name, "NFE": s["nfe"], "frames": s["num_frames"],
                      "generated FPS": round(v.frames / v.gen.events[-1].elapsed_s, 1),
                      "first-chunk latency s": round(v.gen.events[0].elapsed_s, 3),
-                     "mean steps": round(sum(c["steps"] for c in s["chunks"]) / len(s["chunks"]), 2)})
+                     "mean steps": round(sum(c["steps"] for c in s["chunks"]) / len(s["chunks"]), 2),
+                     "quality (0–100)": quality(prompt, v)})
     yield *[gr.skip()] * 12, pd.DataFrame(rows)
 
 
@@ -281,6 +304,7 @@ def build() -> gr.Blocks:
             switch.click(next_prompt, [upcoming, recache], switched, api_name="next_prompt", queue=False)
         with gr.Tab("Compare"):
             c_prompt = gr.Textbox(label="Prompt", value=EXAMPLES[1], lines=2)
+            gr.Examples(EXAMPLES, inputs=c_prompt)
             with gr.Row():
                 c_names = gr.CheckboxGroup(list(SCHEDULES), value=["adaptive", "fixed", "ffe"],
                                            label="Schedules (2 or 3; each with its defaults)")
@@ -294,7 +318,8 @@ def build() -> gr.Blocks:
                         video = gr.Video(label=f"Schedule {i + 1}", streaming=True, autoplay=True, height=240)
                         line, bars = charts(s.max_steps)
                         columns += [video, line, bars, gr.Markdown()]
-            summary = gr.Dataframe(label="Summary")
+            summary = gr.Dataframe(label="Summary · quality: the total score of dsa_core.eval (0–100), "
+                                         "measured for held-out world captions such as the examples")
             c_go.click(compare, [c_prompt, c_names, c_seconds, c_seed], [*columns, summary], api_name="compare",
                        concurrency_id="device")
     return demo

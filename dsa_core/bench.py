@@ -30,7 +30,6 @@ from .eval import Evaluator
 from .evalnet import AttributeNet
 from .model import CausalWanModel
 from .pipeline import StreamingPipeline
-from .weights import default_weights_dir
 from .world import heldout_seed, render_clip
 
 # (label, schedule name, parameters): the rows of DSA's Table 2 plus FFE and diagonal.
@@ -236,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     # The world's classifier sees 64×64 videos; a model at another resolution gets no quality columns.
     evaluator = None
     if (s.height, s.width) == (64, 64):
-        evaluator = Evaluator(AttributeNet.load(default_weights_dir("tiny") / "evalnet"))
+        evaluator = Evaluator(AttributeNet.shipped())
     elif args.plot:
         ap.error(f"--plot needs quality scores, which are measured on 64×64 videos only ({args.model} makes "
                  f"{s.width}×{s.height})")

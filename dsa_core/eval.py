@@ -30,7 +30,7 @@ from torch.nn import functional as F
 
 from .config import EVAL, EvalConfig
 from .evalnet import ATTRIBUTES, AttributeNet, predictions, to_input, window_frames, window_labels, windows
-from .world import heldout_seed, render_clip
+from .world import heldout_seed, render_clip, sample_clip
 
 # Attributes a video should keep after its caption's clip has played (objects may leave,
 # stop or turn, but nothing should change colour or shape): what long-video drift is judged on.
@@ -59,6 +59,12 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     covmean = linalg.sqrtm(cov_a @ cov_b)
     covmean = covmean.real if np.iscomplexobj(covmean) else covmean
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
+
+
+def caption_attributes(indices: range | tuple[int, ...]) -> dict[str, dict]:
+    """Captions of held-out world clips and what each one says (no rendering needed)."""
+    clips = [sample_clip(heldout_seed(i)) for i in indices]
+    return {c.caption: c.attributes for c in clips}
 
 
 def continuation(attributes: dict, num_frames: int) -> dict:

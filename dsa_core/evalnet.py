@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .config import EVAL, EvalConfig
+from .weights import default_weights_dir, verify_manifest
 from .world import BACKGROUNDS, COLORS, MOTIONS, SHAPES, scene_at
 
 # What the classifier predicts.  Single-label heads pick one value; set heads say, per value,
@@ -117,13 +118,21 @@ class AttributeNet(nn.Module):
 
     @classmethod
     def load(cls, folder: Path) -> AttributeNet:
+        """From a stage's export folder."""
         folder = Path(folder)
-        if not (folder / "evalnet.safetensors").is_file():
-            raise FileNotFoundError(f"{folder / 'evalnet.safetensors'} is missing: run `python -m dsa_core.train "
-                                    "evalnet` and `python -m dsa_core.train export`")
         net = cls(**json.loads((folder / "evalnet.json").read_text()))
         net.load_state_dict(load_file(str(folder / "evalnet.safetensors")))
         return net.eval().requires_grad_(False)
+
+    @classmethod
+    def shipped(cls, weights: Path | None = None) -> AttributeNet:
+        """The classifier shipped in `weights/tiny/evalnet`, its files checked against the MANIFEST."""
+        weights = Path(weights) if weights is not None else default_weights_dir("tiny")
+        verify_manifest(weights)
+        if not (weights / "evalnet" / "evalnet.safetensors").is_file():
+            raise FileNotFoundError(f"{weights / 'evalnet'} is missing: run `python -m dsa_core.train evalnet` "
+                                    "and `python -m dsa_core.train export`")
+        return cls.load(weights / "evalnet")
 
 
 def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:

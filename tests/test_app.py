@@ -64,6 +64,14 @@ def test_compare_streams_schedules_side_by_side(client):
     assert len(updates) >= 2 * 3  # every schedule streams each of its chunks
     rows = {r[0]: r for r in job.result()[12]["data"]}
     assert rows["fixed"][1] == 3 * 5 and rows["diagonal"][1] == 4 + 3 + 2  # NFE: 2 s = 3 chunks
+    assert all(str(r[-1]).startswith("— (not a world caption)") for r in rows.values())
+
+
+@pytest.mark.slow
+def test_compare_scores_world_captions(client):
+    caption = "A small crimson triangle drifts down on an azure background."  # held-out clip 23, an example
+    rows = client.predict(caption, ["fixed", "ffe"], 5, 0, api_name="/compare")[12]["data"]
+    assert all(isinstance(r[-1], float) and 0 <= r[-1] <= 100 for r in rows)
 
 
 @pytest.mark.slow

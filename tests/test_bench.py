@@ -11,17 +11,20 @@ from dsa_core import bench
 @pytest.mark.slow
 def test_bench_quick_rows(tmp_path, capsys):
     out, plot = tmp_path / "bench.json", tmp_path / "pareto.png"
-    assert bench.main(["--quick", "--seconds", "2", "--random-init", "--json", str(out), "--plot", str(plot)]) == 0
+    # 10.5 s: past the 21-frame rolling window, and two 5 s segments for the drift table.
+    assert bench.main(["--quick", "--seconds", "10.5", "--random-init", "--json", str(out), "--plot", str(plot)]) == 0
     rows = {r["schedule"]: r for r in json.loads(out.read_text())}
     assert list(rows) == [label for label, _, _ in bench.ROWS]
-    chunks = 3  # 2 s = 33 frames → 9 latent frames
+    chunks = 15  # 10.5 s = 168 frames → 43 latent frames, rounded up to whole chunks
     for n in (1, 2, 3, 4):
         assert rows[f"fixed {n}"]["nfe"] == chunks * (n + 1)
     assert rows["fixed 4"]["nfe_vs_fixed4"] == 1.0 and rows["fixed 4"]["speedup_vs_fixed4"] == 1.0
-    assert rows["ffe 1*"]["nfe"] == 5 + 2 * 2
-    assert rows["diagonal"]["nfe"] == 4 + 3 + 2
+    assert rows["ffe 1*"]["nfe"] == 5 + (chunks - 1) * 2
+    assert rows["diagonal"]["nfe"] == 4 + 3 + 2 * (chunks - 2)
     assert all(r["fps"] > 0 and r["latency_s"] > 0 for r in rows.values())
     assert all(0 <= r["total_score"] <= 100 and not math.isnan(r["adherence"]) for r in rows.values())
+    assert all(len(r["segment_scores"]) == 2 and r["segment_scores"][0] == r["total_score"] for r in rows.values())
     assert plot.stat().st_size > 0
     text = capsys.readouterr().out
     assert "| fixed 4 |" in text and "confidence head" in text and "total score" in text
+    assert "| schedule | 0–5 s | 5–10 s |" in text

@@ -5,13 +5,12 @@ import pytest
 
 from dsa_core.eval import Evaluator, flicker, frechet_distance, sharpness
 from dsa_core.evalnet import AttributeNet, window_labels, windows
-from dsa_core.weights import default_weights_dir
 from dsa_core.world import heldout_seed, render_clip
 
 
 @pytest.fixture(scope="module")
 def evaluator():
-    return Evaluator(AttributeNet.load(default_weights_dir("tiny") / "evalnet"), reference_clips=64)
+    return Evaluator(AttributeNet.shipped(), reference_clips=64)
 
 
 @pytest.fixture(scope="module")

@@ -22,6 +22,8 @@ TOY = {
     "teacher": {"dataset_clips": 4, "tokenizer_captions": 300},
     "ode": {"trajectories": 4, "teacher_steps": 4},
     "dmd": {"critic_steps": 1, "captions": 50},
+    "asd": {"critic_steps": 1, "captions": 50},
+    "diagonal": {"critic_steps": 1, "captions": 50},
     "confidence-head": {"captions": 50},
     "evalnet": {"clips": 4, "heldout_clips": 2, "channels": 8},
 }
@@ -42,7 +44,7 @@ def train(tmp_path, stage, resume=False, **extra):
 
 @pytest.mark.slow
 def test_every_stage_trains_and_resumes_exactly(tmp_path):
-    for stage in ("vae", "teacher", "ode", "dmd", "confidence-head", "evalnet"):
+    for stage in ("vae", "teacher", "ode", "dmd", "asd", "diagonal", "confidence-head", "evalnet"):
         uninterrupted = train(tmp_path, stage)
         assert [r["step"] for r in uninterrupted] == [0, 1]
         assert all(torch.isfinite(torch.tensor(v)) for r in uninterrupted for k, v in r.items())

@@ -23,9 +23,10 @@ class ConfidenceHead(nn.Module):
     taps run as one batched einsum so the head adds a handful of kernels, not dozens.
     """
 
-    def __init__(self, dim: int, num_heads: int, num_taps: int, hidden: int) -> None:
+    def __init__(self, dim: int, num_heads: int, num_taps: int, hidden: int, outputs: int = 1) -> None:
         super().__init__()
         self.num_heads = num_heads
+        self.outputs = outputs  # ASD's discriminator uses the same head with one logit per step count
         bound = 1 / math.sqrt(dim)  # nn.Linear's default init range
         self.query = nn.Parameter(torch.randn(num_taps, num_heads, dim) * bound)  # W_kᵀq per head
         self.value = nn.Parameter(torch.empty(num_taps, dim, dim).uniform_(-bound, bound))
@@ -33,10 +34,11 @@ class ConfidenceHead(nn.Module):
         self.out = nn.Parameter(torch.empty(num_taps, dim, dim).uniform_(-bound, bound))
         self.out_bias = nn.Parameter(torch.zeros(num_taps, dim))
         self.norm = nn.LayerNorm(num_taps * dim)
-        self.proj = nn.Sequential(nn.Linear(num_taps * dim, hidden), nn.SiLU(), nn.Linear(hidden, 1))
+        self.proj = nn.Sequential(nn.Linear(num_taps * dim, hidden), nn.SiLU(), nn.Linear(hidden, outputs))
 
     def forward(self, taps: list[torch.Tensor], chunk_tokens: int) -> torch.Tensor:
-        """`taps[i]`: `[B, S, dim]` block outputs; returns logits `[B, S // chunk_tokens]`."""
+        """`taps[i]`: `[B, S, dim]` block outputs; returns logits `[B, S // chunk_tokens]`
+        (`[B, S // chunk_tokens, outputs]` when there are several outputs)."""
         b, s, d = taps[0].shape
         k, h = len(taps), self.num_heads
         n = b * (s // chunk_tokens)
@@ -48,4 +50,6 @@ class ConfidenceHead(nn.Module):
         values = values + self.value_bias[:, None]
         out = torch.einsum("knd,ked->kne", values, self.out) + self.out_bias[:, None]
         logits = self.proj(self.norm(out.permute(1, 0, 2).reshape(n, k * d)))
+        if self.outputs > 1:
+            return logits.reshape(b, s // chunk_tokens, self.outputs)
         return logits.reshape(b, s // chunk_tokens)

@@ -148,6 +148,8 @@ class TextContext:
 class ModelOutput:
     flow: torch.Tensor  # v = ε − x0, `[B, C, F, H, W]`
     conf_logits: torch.Tensor  # one logit per chunk, `[B, F // chunk_frames]`
+    # The tapped blocks' outputs `[B, tokens, dim]`, when asked for (ASD's discriminator reads them).
+    taps: list[torch.Tensor] | None = None
 
 
 class CausalWanModel(nn.Module):
@@ -190,6 +192,7 @@ class CausalWanModel(nn.Module):
         cache: KVCache | None = None,
         start_frame: int = 0,
         causal: bool = True,
+        return_taps: bool = False,
     ) -> ModelOutput:
         """Predict the flow of `x [B, C, F, H, W]` at per-frame timesteps `t [B, F]`.
 
@@ -227,4 +230,4 @@ class CausalWanModel(nn.Module):
         # Unpatchify as Wan2.1: "fhwpqrc -> cfphqwr".
         out = out.reshape(b, frames // pt, gh, gw, pt, ph, pw, cfg.out_dim)
         flow = out.permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, cfg.out_dim, frames, height, width)
-        return ModelOutput(flow=flow, conf_logits=conf)
+        return ModelOutput(flow=flow, conf_logits=conf, taps=taps if return_taps else None)

@@ -4,11 +4,15 @@ Stages, in order: `vae` → `teacher` (umT5 text encoder + bidirectional teacher
 (CausVid init of the causal student) → `dmd` (Self-Forcing DMD + DSA confidence loss) →
 `evalnet` (the attribute classifier of `dsa_core.eval`) → `export` (assemble `weights/tiny`
 with its MANIFEST).  `confidence-head` trains only the DSA head of a frozen generator (for
-`--model wan-1.3b`, the public Self-Forcing one).  Each stage resumes from its last
+`--model wan-1.3b`, the public Self-Forcing one).  `asd` and `diagonal` continue from `dmd`
+with the training recipes of FFE (adversarial self-distillation) and of diagonal denoising
+(diagonal forcing + motion matching).  Each stage resumes from its last
 checkpoint with `--resume` and runs unchanged under `torchrun --nproc_per_node N`.
 """
 
+from .asd import AsdStage
 from .common import Stage
+from .diagonal import DiagonalStage
 from .dmd import DmdStage
 from .evalnet import EvalnetStage
 from .head import HeadStage
@@ -17,7 +21,8 @@ from .teacher import TeacherStage
 from .vae import VaeStage
 
 STAGES: dict[str, type[Stage]] = {
-    s.name: s for s in (VaeStage, TeacherStage, OdeStage, DmdStage, HeadStage, EvalnetStage)
+    s.name: s
+    for s in (VaeStage, TeacherStage, OdeStage, DmdStage, AsdStage, DiagonalStage, HeadStage, EvalnetStage)
 }
 
 __all__ = ["STAGES", "Stage"]

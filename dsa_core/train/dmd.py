@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from ..model import CausalWanModel
 from ..pipeline import Rollout
 from ..scheduler import FlowMatchScheduler
-from ..schedules import Timesteps
+from ..schedules import Schedule, Timesteps
 from ..world import caption_corpus
 from .common import Stage, StageConfig, ema_update, optimizer_step
 from .teacher import add_random_noise, chunk_distance, flow_loss, guided_flow, load_teacher
@@ -101,20 +101,24 @@ def dmd_loss(x0: torch.Tensor, x0_real: torch.Tensor, x0_fake: torch.Tensor) -> 
 class DmdStage(Stage):
     name = "dmd"
     Config = DmdConfig
+    init_from = "ode"  # the stage whose student this one starts from
 
     def __init__(self, cfg: DmdConfig, run) -> None:
         super().__init__(cfg, run)
         p = self.preset
-        ode = Stage.final_dir(cfg, "ode") / "student.safetensors"
-        if not ode.is_file():
-            raise FileNotFoundError(f"{ode} is missing: run `python -m dsa_core.train ode` first")
+        source = Stage.final_dir(cfg, self.init_from) / "student.safetensors"
+        if not source.is_file():
+            raise FileNotFoundError(f"{source} is missing: run `python -m dsa_core.train {self.init_from}` first")
         self.teacher, self.text = load_teacher(cfg, p, run.device)
         torch.manual_seed(cfg.seed)
         self.student = CausalWanModel(p.model)
-        self.student.load_state_dict(load_file(str(ode)))
+        self.student.load_state_dict(load_file(str(source)))
         self.student.to(run.device).train()
         self.ema = copy.deepcopy(self.student).requires_grad_(False)
         self.critic = copy.deepcopy(self.teacher).requires_grad_(True).train()
+        critic = Stage.final_dir(cfg, self.init_from) / "critic.safetensors"
+        if critic.is_file():  # continuing from DMD: its critic already knows the student's distribution
+            self.critic.load_state_dict(load_file(str(critic)))
         betas = (0.0, 0.999)  # DMD2 / Self-Forcing: no first-moment momentum
         head = list(self.student.confidence_head.parameters())
         body = [p for p in self.student.parameters() if all(p is not h for h in head)]
@@ -139,15 +143,29 @@ class DmdStage(Stage):
         with torch.no_grad():
             return self.text.encode(caps).to(self.run.device), caps
 
-    def _rollout(self, states: torch.Tensor, g: torch.Generator, grad: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    def schedule(self, g: torch.Generator) -> Schedule:
+        """The step schedule of one rollout: here a random exit list (where adaptive, fixed(n)
+        and FFE end a chunk); the ASD and diagonal stages choose their own."""
+        return Timesteps(self.exits[int(torch.randint(0, len(self.exits), (1,), generator=g))])
+
+    def _rollout(self, states: torch.Tensor, g: torch.Generator, grad: bool,
+                 schedule: Schedule | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Student video [B, C, F, h, w] and its exit-step confidence logits [B, chunks]."""
-        exit_list = self.exits[int(torch.randint(0, len(self.exits), (1,), generator=g))]
-        rollout = Rollout(self.student, self.scheduler, Timesteps(exit_list), self.preset, g,
+        rollout = Rollout(self.student, self.scheduler, schedule or self.schedule(g), self.preset, g,
                           batch=self.cfg.batch_size, device=self.run.device, grad=grad)
         with torch.set_grad_enabled(grad):
             text = self.student.prepare_text(states)
         results = [rollout.next_chunk(text) for _ in range(self.cfg.latent_frames // self.preset.model.chunk_frames)]
         return torch.cat([r.x0 for r in results], 2), torch.cat([r.conf_logits for r in results], 1)
+
+    def extra_losses(self, video: torch.Tensor, states: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
+                     x0_real: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
+        """Further generator losses, weighted, added to L_DMD + w·L_conf (ASD, motion matching)."""
+        return {}
+
+    def after_generator_step(self, video: torch.Tensor, states: torch.Tensor, g: torch.Generator) -> dict[str, float]:
+        """Updates that follow the generator's (ASD's discriminator); returns values to log."""
+        return {}
 
     def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
         cfg = self.cfg
@@ -172,7 +190,8 @@ class DmdStage(Stage):
         l_dmd = dmd_loss(video, x0_real, x0_fake)
         d = chunk_distance(video.detach(), x0_real, self.preset.model.chunk_frames)
         l_conf = confidence_loss(logits, d, cfg.conf_lambda * self.stats.update(float(d.mean())))
-        loss = l_dmd + cfg.conf_weight * l_conf
+        extra = self.extra_losses(video, states, x_t, t, x0_real, g)
+        loss = l_dmd + cfg.conf_weight * l_conf + sum(extra.values())
         optimizer_step(loss, self.opt, self.run)
         ema_update(self.ema, self.student, cfg.ema_decay)
         return {
@@ -181,8 +200,12 @@ class DmdStage(Stage):
             "critic_flow": sum(critic_losses) / len(critic_losses),
             "d": float(d.mean()),
             "c": float(torch.sigmoid(logits.detach()).mean()),
+            **{k: v.item() for k, v in extra.items()},
+            **self.after_generator_step(video.detach(), states, g),
         }
 
     def export(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, str(folder / "student.safetensors"))
+        # For the stages that continue from this one (ASD, diagonal); not shipped.
+        save_file({k: v.contiguous() for k, v in self.critic.state_dict().items()}, str(folder / "critic.safetensors"))
