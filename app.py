@@ -93,8 +93,12 @@ def number(value, name: str) -> float:
 
 
 def start(prompt, schedule, widgets: dict, seconds, seed, model: str = "tiny") -> Generation:
-    """Validate the form and start a generation; bad input becomes a visible error."""
-    pipe = pipeline(model)
+    """Validate the form and start a generation on the schedule's own trained student; bad
+    input becomes a visible error."""
+    try:
+        pipe = pipeline(model).for_schedule(schedule)
+    except ValueError as err:
+        raise gr.Error(str(err)) from None
     params = {arg: widgets[w] for w, arg in PARAMS.get(schedule, {}).items() if widgets[w] is not None}
     for key in ("steps", "max_steps", "min_steps"):
         if key in params:
@@ -150,7 +154,8 @@ class ChunkView:
             "" if self.gen.pipe.trained_head else " (this model has no trained confidence head: adaptive runs as proxy)"
         )
         figures = (
-            f"**{self.gen.schedule.name}**{fallback} · seed {self.gen.seed} · **NFE** {e.nfe} · "
+            f"**{self.gen.schedule.name}**{fallback} on the {self.gen.pipe.student} student · seed {self.gen.seed} · "
+            f"**NFE** {e.nfe} · "
             f"**{self.frames / e.elapsed_s:.1f}** generated frames/s · first chunk after "
             f"**{self.gen.events[0].elapsed_s:.2f} s** · chunk {e.index + 1}/{e.num_chunks} · prompt: {e.prompt}"
         )
@@ -236,7 +241,8 @@ def compare(prompt, names, seconds, seed):
     rows = []
     for v in views:
         _, _, _, s = v.finish()
-        rows.append({"schedule": v.gen.schedule.name, "NFE": s["nfe"], "frames": s["num_frames"],
+        rows.append({"schedule": v.gen.schedule.name, "student": v.gen.pipe.student, "NFE": s["nfe"],
+                     "frames": s["num_frames"],
                      "generated FPS": round(v.frames / v.gen.events[-1].elapsed_s, 1),
                      "first-chunk latency s": round(v.gen.events[0].elapsed_s, 3),
                      "mean steps": round(sum(c["steps"] for c in s["chunks"]) / len(s["chunks"]), 2),

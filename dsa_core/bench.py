@@ -66,6 +66,7 @@ class Row:
     speedup_vs_fixed4: float = 0.0
     nfe_vs_fixed4: float = 0.0
     segment_scores: list[float] = field(default_factory=list)
+    student: str = "dmd"  # the trained student the row ran on
 
 
 class Tally:
@@ -102,6 +103,19 @@ class Tally:
                 for k in range(1, segments)
             ]
         return row
+
+
+def runs(pipe: StreamingPipeline) -> list[tuple[str, str, dict, StreamingPipeline]]:
+    """Every row with the pipeline (student) it runs on: each schedule on its own student
+    (`ScheduleDefaults.students`), and, where that is not the DMD student, the same schedule
+    on the DMD student beside it — the comparison the FFE and diagonal recipes are judged by."""
+    plan = []
+    for label, name, params in ROWS:
+        own = pipe.for_schedule(name)
+        plan.append((label, name, params, own))
+        if own.student != "dmd":
+            plan.append((f"{label} · dmd student", name, params, pipe.with_student("dmd")))
+    return plan
 
 
 def run_once(pipe: StreamingPipeline, name: str, params: dict, clip_index: int, seed: int, seconds: float,
@@ -164,15 +178,16 @@ def head_time_share(pipe: StreamingPipeline, repeats: int = 20) -> tuple[float, 
 
 def markdown(rows: list[Row], seconds: float) -> str:
     lines = [
-        f"| schedule | NFE / {seconds:g} s video | steps / chunk | transformer ms / forward | decode ms / chunk "
-        "| generated FPS | first-chunk latency s | total score | adherence | temporal | sharpness | fidelity "
-        "| speed vs fixed 4 | NFE vs fixed 4 |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| schedule | student | NFE / {seconds:g} s video | steps / chunk | transformer ms / forward "
+        "| decode ms / chunk | generated FPS | first-chunk latency s | total score | adherence | temporal "
+        "| sharpness | fidelity | speed vs fixed 4 | NFE vs fixed 4 |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.schedule} | {r.nfe:.1f} | {r.steps_per_chunk:.2f} | {r.transformer_ms_per_forward:.2f} "
-            f"| {r.decode_ms_per_chunk:.1f} | {r.fps:.1f} | {r.latency_s:.3f} | {r.total_score:.1f} "
+            f"| {r.schedule} | {r.student} | {r.nfe:.1f} | {r.steps_per_chunk:.2f} "
+            f"| {r.transformer_ms_per_forward:.2f} | {r.decode_ms_per_chunk:.1f} | {r.fps:.1f} | {r.latency_s:.3f} "
+            f"| {r.total_score:.1f} "
             f"| {r.adherence:.1%} | {r.temporal:.3f} | {r.sharpness:.3f} | {r.fidelity:.3f} "
             f"| {r.speedup_vs_fixed4:.2f}× | {r.nfe_vs_fixed4:.2f}× |"
         )
@@ -244,13 +259,16 @@ def main(argv: list[str] | None = None) -> int:
     list(pipe.generate(render_clip(heldout_seed(0)).caption, "fixed", seconds=1, seed=0, steps=1))
 
     # Schedules take turns on each (prompt, seed), so drift in machine speed hits all alike.
-    tallies = {label: Tally() for label, _, _ in ROWS}
+    plan = runs(pipe)
+    tallies = {label: Tally() for label, *_ in plan}
     for clip in clips:
         for seed in seeds:
-            for label, name, params in ROWS:
-                run_once(pipe, name, params, clip, seed, args.seconds, tallies[label])
+            for label, name, params, runner in plan:
+                run_once(runner, name, params, clip, seed, args.seconds, tallies[label])
             print(f"  done: held-out clip {clip}, seed {seed}", file=sys.stderr)
-    rows = [tallies[label].row(label, evaluator) for label, _, _ in ROWS]
+    rows = [tallies[label].row(label, evaluator) for label, *_ in plan]
+    for row, (_, _, _, runner) in zip(rows, plan):
+        row.student = runner.student
     ref = next(r for r in rows if r.schedule == "fixed 4")
     for r in rows:
         r.speedup_vs_fixed4 = r.fps / ref.fps

@@ -136,6 +136,13 @@ class ScheduleDefaults:
     proxy_first_chunk_steps: int | None = None
     proxy_margin: float = 0.02
     proxy_tol: float = 0.005
+    # The trained student each schedule runs on where the weights folder ships it (issue 7:
+    # FFE's ASD student, diagonal's diagonal-forcing student); every other schedule, and any
+    # schedule whose student is not shipped, runs on the DMD student.
+    students: tuple[tuple[str, str], ...] = (("ffe", "asd"), ("diagonal", "diagonal"))
+
+    def student_for(self, schedule: str) -> str:
+        return dict(self.students).get(schedule, "dmd")
 
 
 @dataclass(frozen=True)

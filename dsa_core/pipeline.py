@@ -8,6 +8,7 @@ request and starts a `Generation`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 import time
@@ -15,6 +16,7 @@ import unicodedata
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -298,6 +300,7 @@ class Generation:
             "schedule_params": self.schedule.describe(),
             "seed": self.seed,
             "model": self.pipe.preset.name,
+            "student": self.pipe.student,
             "random_init": self.pipe.random_init,
             "cancelled": self.cancelled,
             "chunks": [e.stats() for e in self.events],
@@ -319,10 +322,39 @@ class StreamingPipeline:
     trained_head: bool = True
     # Keep the text encoder on the CPU: on a small GPU its weights outweigh the generator's.
     low_memory: bool = False
+    # Where the weights came from, and which of its trained students `model` is.
+    weights_dir: Path | None = None
+    student: str = "dmd"
 
     def __post_init__(self) -> None:
         self.scheduler = FlowMatchScheduler(self.preset.sampling.shift, self.preset.sampling.num_train_timesteps)
         self._text_cache: tuple[str, TextContext] | None = None
+        self._siblings: dict[str, StreamingPipeline] = {self.student: self}
+
+    def students(self) -> list[str]:
+        """The trained students this pipeline's weights ship (just its own for random weights)."""
+        from .weights import shipped_students
+
+        return list(shipped_students(self.weights_dir)) if self.weights_dir is not None else [self.student]
+
+    def with_student(self, student: str) -> StreamingPipeline:
+        """This pipeline with another of the shipped students, sharing the VAE and text encoder."""
+        from .weights import load_transformer, shipped_students
+
+        if student not in self._siblings:
+            if student not in self.students():
+                raise ValueError(f"student={student!r} is not shipped; allowed: {', '.join(self.students())}")
+            path = self.weights_dir / shipped_students(self.weights_dir)[student]
+            model = load_transformer(self.preset, path).to(self.device).eval().requires_grad_(False)
+            sibling = dataclasses.replace(self, model=model, student=student)
+            sibling._siblings = self._siblings
+            self._siblings[student] = sibling
+        return self._siblings[student]
+
+    def for_schedule(self, schedule: str) -> StreamingPipeline:
+        """The student that serves `schedule` best (config `ScheduleDefaults.students`), if shipped."""
+        student = self.preset.schedules.student_for(schedule)
+        return self.with_student(student if student in self.students() else "dmd")
 
     @classmethod
     def from_preset(

@@ -91,6 +91,11 @@ def load_transformer(preset: Preset, path: Path, head_optional: bool = False) ->
     return model
 
 
+def shipped_students(folder: Path) -> dict[str, str]:
+    """Student name → transformer file, as the folder's config.json lists them."""
+    return json.loads((Path(folder) / "config.json").read_text()).get("students", {"dmd": "transformer.safetensors"})
+
+
 def check_config(preset: Preset, path: Path) -> None:
     """The shipped weights were trained for exactly this preset's architecture and resolution."""
     shipped = json.loads(path.read_text())
@@ -212,10 +217,12 @@ def load_components(
     low_memory: bool = False,
     hub_cache_dir: str | None = None,
     hub_revision: str | None = None,
+    student: str = "dmd",
 ):
     """Build a `StreamingPipeline` for preset `name` from verified local weights, or random ones.
 
     For `wan-1.3b`, `weights_dir` is a local mirror of the Hub repos (else the Hub cache).
+    `student` picks one of the trained students the folder ships (`shipped_students`).
     """
     from .pipeline import StreamingPipeline
 
@@ -241,7 +248,10 @@ def load_components(
                 "to run the architecture with random weights."
             ) from None
         check_config(preset, folder / "config.json")
-        model = load_transformer(preset, folder / "transformer.safetensors")
+        students = shipped_students(folder)
+        if student not in students:
+            raise ValueError(f"student={student!r} is not shipped in {folder}; allowed: {', '.join(students)}")
+        model = load_transformer(preset, folder / students[student])
         from diffusers import AutoencoderKLWan
 
         vae = AutoencoderKLWan.from_pretrained(folder / "vae", use_safetensors=True)
@@ -250,4 +260,5 @@ def load_components(
         )
     for module in (model, vae, text):
         module.to(dev).eval().requires_grad_(False)
-    return StreamingPipeline(preset, model, vae, text, device=dev, dtype=torch.float32, random_init=random_init)
+    return StreamingPipeline(preset, model, vae, text, device=dev, dtype=torch.float32, random_init=random_init,
+                             weights_dir=None if random_init else folder, student=student)

@@ -63,7 +63,8 @@ def test_compare_streams_schedules_side_by_side(client):
     updates = list(job)
     assert len(updates) >= 2 * 3  # every schedule streams each of its chunks
     rows = {r[0]: r for r in job.result()[12]["data"]}
-    assert rows["fixed"][1] == 3 * 5 and rows["diagonal"][1] == 4 + 3 + 2  # NFE: 2 s = 3 chunks
+    assert rows["fixed"][2] == 3 * 5 and rows["diagonal"][2] == 4 + 3 + 2  # NFE: 2 s = 3 chunks
+    assert rows["fixed"][1] == "dmd"  # the student each schedule ran on
     assert all(str(r[-1]).startswith("— (not a world caption)") for r in rows.values())
 
 

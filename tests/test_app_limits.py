@@ -52,3 +52,15 @@ def test_no_file_outside_the_outputs_is_served(client):
 def test_bad_limits_are_refused_at_startup(args, match):
     proc = subprocess.run([sys.executable, "app.py", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0 and match in proc.stderr
+
+
+@pytest.mark.slow
+def test_load_script_small_run(tmp_path):
+    """The load test's machinery on a small run (the README's figures come from the full one)."""
+    out = tmp_path / "load.json"
+    proc = subprocess.run([sys.executable, "scripts/load_test.py", "--users", "2", "--generations", "2",
+                           "--seconds", "1", "--cancel-every", "2", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600)
+    report = json.loads(out.read_text())
+    assert report["requests"] == 4 and report["cancelled"] == 2 and report["failed"] == 0, report["errors"]
+    assert report["memory_mb"]["end_mb"] > 0 and proc.returncode in (0, 1)

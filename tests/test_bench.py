@@ -14,7 +14,8 @@ def test_bench_quick_rows(tmp_path, capsys):
     # 10.5 s: past the 21-frame rolling window, and two 5 s segments for the drift table.
     assert bench.main(["--quick", "--seconds", "10.5", "--random-init", "--json", str(out), "--plot", str(plot)]) == 0
     rows = {r["schedule"]: r for r in json.loads(out.read_text())}
-    assert list(rows) == [label for label, _, _ in bench.ROWS]
+    assert list(rows) == [label for label, _, _ in bench.ROWS]  # random weights: one student, one row each
+    assert {r["student"] for r in rows.values()} == {"dmd"}
     chunks = 15  # 10.5 s = 168 frames → 43 latent frames, rounded up to whole chunks
     for n in (1, 2, 3, 4):
         assert rows[f"fixed {n}"]["nfe"] == chunks * (n + 1)

@@ -1,6 +1,7 @@
 """The trained `tiny` weights committed in `weights/tiny`: integrity, use by default, calibration."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -8,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from dsa_core.calibration import calibration, load_teacher
-from dsa_core.weights import default_weights_dir, verify_manifest
+from dsa_core.pipeline import StreamingPipeline
+from dsa_core.weights import default_weights_dir, verify_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = default_weights_dir("tiny")
@@ -38,3 +40,23 @@ def test_confidence_head_is_calibrated_on_64_heldout_clips(tiny_pipe):
     print(json.dumps(report, indent=2))
     assert report["pairs"] == 64 * 7 * 4
     assert report["spearman"] <= -0.5
+
+
+def test_each_schedule_runs_on_its_shipped_student(tmp_path):
+    folder = tmp_path / "tiny"
+    shutil.copytree(WEIGHTS, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["students"] = {"dmd": config["students"]["dmd"], "asd": "transformer_asd.safetensors"}
+    (folder / "config.json").write_text(json.dumps(config))
+    shutil.copy(folder / config["students"]["dmd"], folder / "transformer_asd.safetensors")
+    for stale in ("transformer_diagonal.safetensors",):
+        (folder / stale).unlink(missing_ok=True)
+    write_manifest(folder, "test")
+    pipe = StreamingPipeline.from_preset("tiny", weights_dir=str(folder), device="cpu")
+    assert pipe.students() == ["dmd", "asd"]
+    assert pipe.for_schedule("ffe").student == "asd"
+    assert pipe.for_schedule("diagonal").student == "dmd"  # its student is not shipped here
+    assert pipe.for_schedule("ffe").vae is pipe.vae and pipe.for_schedule("ffe") is pipe.with_student("asd")
+    with pytest.raises(ValueError, match="student='nope' is not shipped; allowed: dmd, asd"):
+        pipe.with_student("nope")
+    assert pipe.for_schedule("ffe").generate("a red ball", "ffe", seconds=1).summary()["student"] == "asd"

@@ -15,12 +15,22 @@ from .dmd import DmdConfig
 
 RECIPE = (
     "python -m dsa_core.train vae && python -m dsa_core.train teacher && python -m dsa_core.train ode && "
-    "python -m dsa_core.train dmd && python -m dsa_core.train evalnet && python -m dsa_core.train export"
+    "python -m dsa_core.train dmd && python -m dsa_core.train evalnet && python -m dsa_core.train asd && "
+    "python -m dsa_core.train diagonal && python -m dsa_core.train export"
 )
+# The students a weights folder may ship, by the stage that trains each, and their files.
+STUDENTS = {"dmd": "transformer.safetensors", "asd": "transformer_asd.safetensors",
+            "diagonal": "transformer_diagonal.safetensors"}
+
+
+def save_half(source: Path, target: Path) -> None:
+    """Half precision keeps the folder small; the models run in fp32 from it (a 5e-4 relative rounding)."""
+    save_file({k: v.half().contiguous() for k, v in load_file(str(source)).items()}, str(target))
 
 
 def export(config: str | None, dest: str | None) -> Path:
-    """Copy the student (EMA), VAE, text encoder, teacher and evaluation classifier into `dest` and hash them."""
+    """Copy the students (EMA), VAE, text encoder, teacher and evaluation classifier into `dest`
+    and hash them.  The DMD student is required; the ASD and diagonal students ship when trained."""
     cfg = load_config(DmdConfig, config)
     dest = Path(dest) if dest else default_weights_dir("tiny")
     sources = {
@@ -36,15 +46,19 @@ def export(config: str | None, dest: str | None) -> Path:
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    shutil.copy(sources["student"], tmp / "transformer.safetensors")
-    # The teacher only serves calibration checks; half precision keeps the folder small.
-    save_file({k: v.half().contiguous() for k, v in load_file(str(sources["teacher"])).items()},
-              str(tmp / "teacher.safetensors"))
+    students = {}
+    for stage, file in STUDENTS.items():
+        trained = Stage.final_dir(cfg, stage) / "student.safetensors"
+        if trained.is_file():
+            save_half(trained, tmp / file)
+            students[stage] = file
+    save_half(sources["teacher"], tmp / "teacher.safetensors")  # serves calibration checks only
     shutil.copytree(sources["text_encoder"], tmp / "text_encoder")
     shutil.copytree(sources["vae"], tmp / "vae")
     shutil.copytree(sources["evalnet"], tmp / "evalnet")
     preset = cfg.preset()
-    config = {"model": dataclasses.asdict(preset.model), "height": cfg.height, "width": cfg.width}
+    config = {"model": dataclasses.asdict(preset.model), "height": cfg.height, "width": cfg.width,
+              "students": students}
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     write_manifest(tmp, RECIPE)
     shutil.rmtree(dest, ignore_errors=True)
