@@ -107,7 +107,7 @@ class Evaluator:
     @torch.no_grad()
     def _similarity(self, video: np.ndarray) -> float:
         """Mean cosine similarity of successive frames' classifier features."""
-        f = self.net.frame_features(to_input(video).transpose(0, 1)[None]).mean(dim=(3, 4))[0].T  # [T, C]
+        f = self.net.frame_features(to_input(video)[None]).mean(dim=(3, 4))[0].T  # [T, C]
         return float(F.cosine_similarity(f[1:], f[:-1], dim=1).mean())
 
     def measure(self, videos: list[np.ndarray], attributes: list[dict]) -> dict:

@@ -13,11 +13,7 @@ from ..weights import default_weights_dir, write_manifest
 from .common import Stage, load_config
 from .dmd import DmdConfig
 
-RECIPE = (
-    "python -m dsa_core.train vae && python -m dsa_core.train teacher && python -m dsa_core.train ode && "
-    "python -m dsa_core.train dmd && python -m dsa_core.train evalnet && python -m dsa_core.train asd && "
-    "python -m dsa_core.train diagonal && python -m dsa_core.train export"
-)
+RECIPE = ("vae", "teacher", "ode", "dmd", "evalnet")  # then asd / diagonal, for the students they ship
 # The students a weights folder may ship, by the stage that trains each, and their files.
 STUDENTS = {"dmd": "transformer.safetensors", "asd": "transformer_asd.safetensors",
             "diagonal": "transformer_diagonal.safetensors"}
@@ -42,7 +38,7 @@ def export(config: str | None, dest: str | None) -> Path:
     }
     for name, path in sources.items():
         if not path.exists():
-            raise FileNotFoundError(f"{path} is missing: train the {name} first ({RECIPE})")
+            raise FileNotFoundError(f"{path} is missing: train the {name} first (stages: {', '.join(RECIPE)})")
     tmp = dest.with_name(dest.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -60,7 +56,8 @@ def export(config: str | None, dest: str | None) -> Path:
     config = {"model": dataclasses.asdict(preset.model), "height": cfg.height, "width": cfg.width,
               "students": students}
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
-    write_manifest(tmp, RECIPE)
+    stages = [*RECIPE, *(s for s in students if s != "dmd"), "export"]
+    write_manifest(tmp, " && ".join(f"python -m dsa_core.train {s}" for s in stages))
     shutil.rmtree(dest, ignore_errors=True)
     tmp.replace(dest)
     print(f"exported to {dest}")
