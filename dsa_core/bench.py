@@ -197,7 +197,7 @@ def markdown(rows: list[Row], seconds: float) -> str:
 def drift_markdown(rows: list[Row], segment_s: float) -> str:
     n = len(rows[0].segment_scores)
     lines = [
-        "| schedule | " + " | ".join(f"{k * segment_s:g}–{(k + 1) * segment_s:g} s" for k in range(n)) + " |",
+        "| schedule | " + " | ".join(f"{k * segment_s:.0f}–{(k + 1) * segment_s:.0f} s" for k in range(n)) + " |",
         "|---|" + "---:|" * n,
     ]
     lines += [f"| {r.schedule} | " + " | ".join(f"{x:.1f}" for x in r.segment_scores) + " |" for r in rows]

@@ -53,7 +53,9 @@ def connect(url: str, server: subprocess.Popen, timeout: float = 180) -> Client:
         try:
             return Client(url, verbose=False)
         except Exception:
-            if time.time() > deadline or server.poll() is not None:
+            if server.poll() is not None:
+                raise SystemExit(f"the app exited with status {server.returncode} before serving") from None
+            if time.time() > deadline:
                 raise
             time.sleep(1)
 
@@ -64,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generations", type=int, default=5, help="per user")
     ap.add_argument("--seconds", type=float, default=3, help="video length of each generation")
     ap.add_argument("--cancel-every", type=int, default=3, help="cancel every n-th generation mid-stream")
-    ap.add_argument("--max-request-seconds", type=float, default=60)
-    ap.add_argument("--output-max-age", type=float, default=30, help="seconds")
+    ap.add_argument("--max-request-seconds", type=float, default=20)
+    ap.add_argument("--output-max-age", type=float, default=60, help="seconds (must exceed the request limit)")
     ap.add_argument("--timeout", type=float, default=1200, help="for the whole test")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)

@@ -69,7 +69,7 @@ def truncated_weights(tmp_path_factory):
 # {tmp} = an empty folder, message)
 CLI = [
     ("cli-generate-schedule", generate.main, ["--prompt", "a ball", "--schedule", "fast"],
-     "schedule='fast' is unknown"),
+     "argument --schedule: invalid choice: 'fast'"),
     ("cli-generate-seconds-nan", generate.main, ["--prompt", "a ball", "--seconds", "nan"],
      "seconds=nan must be a number"),
     ("cli-generate-steps", generate.main, ["--prompt", "a ball", "--schedule", "fixed", "--steps", "9"],
