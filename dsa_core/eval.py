@@ -29,7 +29,7 @@ from scipy import linalg
 from torch.nn import functional as F
 
 from .config import EVAL, EvalConfig
-from .evalnet import ATTRIBUTES, AttributeNet, predictions, to_input, window_frames, window_labels, windows
+from .evalnet import ATTRIBUTES, AttributeNet, exact_match, predictions, to_input, window_frames, window_labels, windows
 from .world import heldout_seed, render_clip, sample_clip
 
 # Attributes a video should keep after its caption's clip has played (objects may leave,
@@ -113,8 +113,7 @@ class Evaluator:
     def measure(self, videos: list[np.ndarray], attributes: list[dict]) -> dict:
         """Raw measurements: per-attribute adherence, similarity, flicker, sharpness, features."""
         preds, labels, feats = self._windows(videos, attributes)
-        adherence = {k: float((preds[k] == labels[k]).reshape(len(labels[k]), -1).all(1).float().mean())
-                     for k in ATTRIBUTES}
+        adherence = {k: float(hit.mean()) for k, hit in exact_match(preds, labels).items()}
         return {
             "adherence": adherence,
             "similarity": float(np.mean([self._similarity(v) for v in videos])),

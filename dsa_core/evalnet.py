@@ -142,6 +142,11 @@ def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tens
     return loss + sum(f.binary_cross_entropy_with_logits(logits[k], labels[k].float()) for k in SETS)
 
 
+def exact_match(pred: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Per attribute and window: 1.0 where the prediction is exactly right (every member of a set)."""
+    return {k: (pred[k].cpu() == labels[k].cpu()).reshape(len(labels[k]), -1).all(1).float() for k in ATTRIBUTES}
+
+
 def predictions(logits: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Argmax for single-label heads, a 0/1 vector (threshold ½) for set heads."""
     out = {k: logits[k].argmax(-1) for k in SINGLE}

@@ -322,9 +322,11 @@ class StreamingPipeline:
     trained_head: bool = True
     # Keep the text encoder on the CPU: on a small GPU its weights outweigh the generator's.
     low_memory: bool = False
-    # Where the weights came from, and which of its trained students `model` is.
+    # Where the weights came from, which of its trained students `model` is, and the file of
+    # every student the folder ships (read once at load, not on every request).
     weights_dir: Path | None = None
     student: str = "dmd"
+    student_files: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.scheduler = FlowMatchScheduler(self.preset.sampling.shift, self.preset.sampling.num_train_timesteps)
@@ -333,18 +335,16 @@ class StreamingPipeline:
 
     def students(self) -> list[str]:
         """The trained students this pipeline's weights ship (just its own for random weights)."""
-        from .weights import shipped_students
-
-        return list(shipped_students(self.weights_dir)) if self.weights_dir is not None else [self.student]
+        return list(self.student_files) or [self.student]
 
     def with_student(self, student: str) -> StreamingPipeline:
         """This pipeline with another of the shipped students, sharing the VAE and text encoder."""
-        from .weights import load_transformer, shipped_students
+        from .weights import load_transformer
 
         if student not in self._siblings:
-            if student not in self.students():
+            if student not in self.student_files:
                 raise ValueError(f"student={student!r} is not shipped; allowed: {', '.join(self.students())}")
-            path = self.weights_dir / shipped_students(self.weights_dir)[student]
+            path = self.weights_dir / self.student_files[student]
             model = load_transformer(self.preset, path).to(self.device).eval().requires_grad_(False)
             sibling = dataclasses.replace(self, model=model, student=student)
             sibling._siblings = self._siblings

@@ -261,4 +261,5 @@ def load_components(
     for module in (model, vae, text):
         module.to(dev).eval().requires_grad_(False)
     return StreamingPipeline(preset, model, vae, text, device=dev, dtype=torch.float32, random_init=random_init,
-                             weights_dir=None if random_init else folder, student=student)
+                             weights_dir=None if random_init else folder, student=student,
+                             student_files={} if random_init else students)

@@ -113,7 +113,7 @@ class AsdStage(DmdStage):
         x_n = self.scheduler.add_noise(video_n, noise, sigma)
         return x_n, x_next, t
 
-    def extra_losses(self, video, states, x_t, t, x0_real, g):
+    def extra_losses(self, video, states, x0_real, g):
         self._pending = self._pair(video, states, g)
         x_n, x_next, t_pair = self._pending
         self.critic.requires_grad_(False)  # L_G moves the student through x_n, not the critic

@@ -81,5 +81,5 @@ class DiagonalStage(DmdStage):
     def schedule(self, g: torch.Generator) -> Schedule:
         return make_schedule("diagonal", self.preset)
 
-    def extra_losses(self, video, states, x_t, t, x0_real, g):
+    def extra_losses(self, video, states, x0_real, g):
         return {"motion": self.cfg.motion_weight * motion_loss(self.motion, video, x0_real.detach())}

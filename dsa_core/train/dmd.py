@@ -158,8 +158,8 @@ class DmdStage(Stage):
         results = [rollout.next_chunk(text) for _ in range(self.cfg.latent_frames // self.preset.model.chunk_frames)]
         return torch.cat([r.x0 for r in results], 2), torch.cat([r.conf_logits for r in results], 1)
 
-    def extra_losses(self, video: torch.Tensor, states: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor,
-                     x0_real: torch.Tensor, g: torch.Generator) -> dict[str, torch.Tensor]:
+    def extra_losses(self, video: torch.Tensor, states: torch.Tensor, x0_real: torch.Tensor,
+                     g: torch.Generator) -> dict[str, torch.Tensor]:
         """Further generator losses, weighted, added to L_DMD + w·L_conf (ASD, motion matching)."""
         return {}
 
@@ -190,7 +190,7 @@ class DmdStage(Stage):
         l_dmd = dmd_loss(video, x0_real, x0_fake)
         d = chunk_distance(video.detach(), x0_real, self.preset.model.chunk_frames)
         l_conf = confidence_loss(logits, d, cfg.conf_lambda * self.stats.update(float(d.mean())))
-        extra = self.extra_losses(video, states, x_t, t, x0_real, g)
+        extra = self.extra_losses(video, states, x0_real, g)
         loss = l_dmd + cfg.conf_weight * l_conf + sum(extra.values())
         optimizer_step(loss, self.opt, self.run)
         ema_update(self.ema, self.student, cfg.ema_decay)

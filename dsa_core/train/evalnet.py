@@ -21,6 +21,7 @@ from ..evalnet import (
     ATTRIBUTES,
     AttributeNet,
     attribute_loss,
+    exact_match,
     predictions,
     to_input,
     window_frames,
@@ -123,8 +124,7 @@ class EvalnetStage(Stage):
         loss = attribute_loss(logits, labels)
         optimizer_step(loss, self.opt, self.run)
         pred = predictions(logits)
-        acc = float(np.mean([(pred[k] == labels[k]).reshape(len(idx), -1).all(1).float().mean().item()
-                             for k in ATTRIBUTES]))
+        acc = float(np.mean([hit.mean().item() for hit in exact_match(pred, labels).values()]))
         return {"loss": loss.item(), "accuracy": acc}
 
     @torch.no_grad()
@@ -136,8 +136,7 @@ class EvalnetStage(Stage):
         correct = {k: [] for k in ATTRIBUTES}
         for s in range(0, len(frames), 64):
             pred = predictions(self.net(to_input(frames[s : s + 64]).to(self.run.device))[0])
-            for k in ATTRIBUTES:
-                hit = (pred[k].cpu() == labels[k][s : s + 64]).reshape(len(pred[k]), -1).all(1)
+            for k, hit in exact_match(pred, {k: v[s : s + 64] for k, v in labels.items()}).items():
                 correct[k] += hit.tolist()
         self.net.train()
         return {k: float(np.mean(v)) for k, v in correct.items()}
