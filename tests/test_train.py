@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from dsa_core.train import STAGES
 from dsa_core.train.__main__ import main as train_main
-from dsa_core.train.common import Run, load_config, run_stage
+from dsa_core.train.common import Run, load_config, run_stage, set_lr
 
 TOY_MODEL = {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "freq_dim": 32, "conf_hidden": 16}
 TOY = {
@@ -95,6 +95,29 @@ def test_bad_config_is_refused_before_any_work(tmp_path, capsys, extra, match):
     assert rc == 2
     assert re.search(match, capsys.readouterr().err)
     assert not (tmp_path / "run").exists()
+
+
+def test_teacher_decay_fraction_out_of_range_is_refused(tmp_path, capsys):
+    rc = train_main(["teacher", "--config", str(toy_config(tmp_path, "teacher", decay_fraction=1.5))])
+    assert rc == 2
+    assert "decay_fraction=1.5 must be in [0, 1]" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_learning_rate_is_stable_then_decays_to_zero():
+    opt = torch.optim.SGD([{"params": [torch.zeros(1)]}, {"params": [torch.zeros(1)]}], lr=1.0)
+
+    def rates(step, steps, fraction):
+        set_lr(opt, [2e-4, 1e-3], step, steps, fraction)
+        return [g["lr"] for g in opt.param_groups]
+
+    assert rates(0, 6400, 0.35) == rates(4159, 6400, 0.35) == [2e-4, 1e-3]  # the stable phase
+    mid = rates(4160 + 1120, 6400, 0.35)
+    assert mid == pytest.approx([1e-4, 5e-4])  # half-way down the cosine
+    assert rates(6399, 6400, 0.35)[0] < 1e-9
+    # A longer run is the same run until its own tail starts.
+    assert rates(3000, 6400, 0.35) == rates(3000, 10000, 0.35)
+    assert rates(0, 100, 1.0) == [2e-4, 1e-3] and rates(50, 100, 1.0) == pytest.approx([1e-4, 5e-4])
 
 
 def test_unknown_stage_and_missing_config_file(tmp_path, capsys):

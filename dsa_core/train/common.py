@@ -161,6 +161,19 @@ def average_gradients(params: list[nn.Parameter], run: Run) -> None:
         offset += n
 
 
+def set_lr(opt: torch.optim.Optimizer, base: list[float], step: int, steps: int, decay_fraction: float) -> None:
+    """Warmup-free "stable then decay": the base rates, then a cosine to zero over the last
+    `decay_fraction` of the run (1.0 = cosine from the start).
+
+    A stable phase lets a run be extended (more `steps`) without restarting it; only the
+    tail, where the loss drops as the noise of the updates settles, depends on the end.
+    """
+    start = steps * (1 - decay_fraction)
+    scale = 1.0 if step < start else 0.5 * (1 + math.cos(math.pi * (step - start) / max(steps - start, 1)))
+    for group, lr in zip(opt.param_groups, base):
+        group["lr"] = float(lr * scale)  # a float: checkpoints hold no numpy
+
+
 def optimizer_step(loss: torch.Tensor, opt: torch.optim.Optimizer, run: Run, max_norm: float | None = 1.0) -> None:
     """Backward, average across ranks, clip, step: the same four moves for every stage."""
     params = [p for group in opt.param_groups for p in group["params"]]

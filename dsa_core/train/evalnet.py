@@ -8,7 +8,6 @@ random amount and lightly noised: the classifier must name a blurry red ball a r
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from ..evalnet import (
     windows,
 )
 from ..world import heldout_seed, render_clip, train_seed
-from .common import Stage, StageConfig, optimizer_step
+from .common import Stage, StageConfig, optimizer_step, set_lr
 from .data import world_config
 
 CLIP_SEED0 = 4 * 10**7  # training clips of this stage: train_seed(CLIP_SEED0 + i)
@@ -110,13 +109,8 @@ class EvalnetStage(Stage):
     def optimizers(self):
         return {"evalnet": self.opt}
 
-    def lr_at(self, step: int) -> float:
-        """Cosine decay: a classifier, unlike the generators, wants to settle at the end."""
-        return self.cfg.lr * 0.5 * (1 + math.cos(math.pi * step / self.cfg.steps))  # a float: checkpoints hold no numpy
-
     def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
-        for group in self.opt.param_groups:
-            group["lr"] = self.lr_at(step)
+        set_lr(self.opt, [self.cfg.lr], step, self.cfg.steps, decay_fraction=1.0)
         idx = torch.randint(0, len(self.frames), (self.cfg.batch_size,), generator=g)
         x = soften(to_input(self.frames[idx]), g, self.cfg.max_blur, self.cfg.noise).to(self.run.device)
         labels = {k: v[idx].to(self.run.device) for k, v in self.labels.items()}

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..model import CausalWanModel, TextContext
 from ..scheduler import FlowMatchScheduler
+from ..weights import sha256
 from ..world import caption_corpus
 from .common import Stage, StageConfig, optimizer_step
 from .teacher import load_teacher, teacher_sample
@@ -56,13 +57,16 @@ class OdeStage(Stage):
         p = self.preset
         self.scheduler = FlowMatchScheduler(p.sampling.shift)
         self.raw_steps = tuple(p.sampling.raw_steps)
-        path = Path(cfg.out_dir) / "ode_pairs" / f"{cfg.trajectories}_{cfg.teacher_steps}_{cfg.cfg_scale}.pt"
+        _, self.text = load_teacher(cfg, p, run.device)  # first: it names a missing teacher clearly
+        # Keyed by the teacher's hash: a retrained teacher gets fresh trajectories.
+        teacher_id = sha256(Stage.final_dir(cfg, "teacher") / "teacher.safetensors")[:12]
+        name = f"{teacher_id}_{cfg.trajectories}_{cfg.teacher_steps}_{cfg.cfg_scale}.pt"
+        path = Path(cfg.out_dir) / "ode_pairs" / name
         if run.main and not path.is_file():
             self._make_pairs(path)
         run.barrier()
         pairs = torch.load(path, map_location="cpu", weights_only=True)
         self.states, self.targets, self.captions = pairs["states"], pairs["x0"], pairs["captions"]
-        _, self.text = load_teacher(cfg, p, run.device)
         torch.manual_seed(cfg.seed)
         self.student = student_from_teacher(cfg, p, run.device).train()
         self.opt = torch.optim.AdamW(self.student.parameters(), lr=cfg.lr, weight_decay=0.0)
