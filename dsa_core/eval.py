@@ -97,10 +97,10 @@ class Evaluator:
         for s in range(0, len(items), self.batch):
             part = items[s : s + self.batch]
             x = to_input(np.stack([window_frames(v, *w, self.cfg) for v, w, _ in part]))
-            logits, feature, _ = self.net(x)
-            for k, p in predictions(logits).items():
+            out = self.net(x)
+            for k, p in predictions(out.logits).items():
                 preds[k].append(p)
-            feats.append(feature)
+            feats.append(out.feature)
         labels = {k: torch.tensor([lab[k] for _, _, lab in items]) for k in ATTRIBUTES}
         return {k: torch.cat(v) for k, v in preds.items()}, labels, torch.cat(feats).numpy()
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -23,13 +24,14 @@ from torch import nn
 
 from .config import EVAL, EvalConfig
 from .weights import default_weights_dir, verify_manifest
-from .world import BACKGROUNDS, COLORS, MOTIONS, SHAPES, scene_at
+from .world import BACKGROUNDS, COLORS, MOTIONS, SHAPES, ClipSpec, object_map, scene_at
 
 # What the classifier predicts.  Single-label heads pick one value; set heads say, per value,
 # whether some object in the window has it (objects are unordered).
 SINGLE: dict[str, tuple] = {"background": BACKGROUNDS, "bg_color": tuple(COLORS), "count": (0, 1, 2, 3)}
 SETS: dict[str, tuple] = {"colors": tuple(COLORS), "shapes": SHAPES, "motions": MOTIONS}
 ATTRIBUTES = (*SINGLE, *SETS)
+CELL = 8  # pixels per side of a cell of the dense object maps: the network's stride (objects span >= 2)
 
 
 def windows(attributes: dict, cfg: EvalConfig = EVAL) -> list[tuple[int, int]]:
@@ -50,19 +52,23 @@ def window_frames(video: np.ndarray, start: int, length: int, cfg: EvalConfig = 
     return video[idx]
 
 
-def window_labels(attributes: dict, start: int, length: int) -> dict[str, int | list[int]]:
-    """What is true of a window, read at its middle frame: an entering object counts once it
-    has entered, a turning object moves in its new direction once it has turned."""
+def _present(attributes: dict, start: int, length: int) -> tuple[dict, list[dict], list[str]]:
+    """The scene of a window, its objects as seen at the middle frame (an entering object once
+    it has entered), and each one's motion then (a turning object's new one once it has turned)."""
     mid = start + length // 2
     sc = scene_at(attributes, start)
     objects = [o for o in sc["objects"] if o["enter"] is None or o["enter"]["frame"] <= mid]
+    motions = [o["turn"]["to"] if o["turn"] is not None and o["turn"]["frame"] <= mid else o["motion"]
+               for o in objects]
+    return sc, objects, motions
+
+
+def window_labels(attributes: dict, start: int, length: int) -> dict[str, int | list[int]]:
+    """What is true of a window, read at its middle frame."""
+    sc, objects, motions = _present(attributes, start, length)
     bg = sc["background"]
-
-    def motion(o: dict) -> str:
-        return o["turn"]["to"] if o["turn"] is not None and o["turn"]["frame"] <= mid else o["motion"]
-
     present = {"colors": {o["color"] for o in objects}, "shapes": {o["shape"] for o in objects},
-               "motions": {motion(o) for o in objects}}
+               "motions": set(motions)}
     return {
         "background": BACKGROUNDS.index(bg["kind"]),
         "bg_color": SINGLE["bg_color"].index(bg["color"]),
@@ -71,32 +77,61 @@ def window_labels(attributes: dict, start: int, length: int) -> dict[str, int | 
     }
 
 
+def dense_labels(spec: ClipSpec, start: int, length: int) -> dict[str, np.ndarray]:
+    """Per cell of the window's middle frame, which colour / shape / motion of object is there:
+    [H/CELL, W/CELL] class indices, 0 for no object and 1 + i for value i of `SETS[k]`."""
+    sc, objects, motions = _present(spec.attributes, start, length)
+    index = object_map(spec, start + length // 2, CELL)
+    named = {"colors": [o["color"] for o in objects], "shapes": [o["shape"] for o in objects], "motions": motions}
+    out = {}
+    for k, values in SETS.items():
+        lut = np.zeros(len(sc["objects"]) + 1, dtype=np.int64)  # index -1 (none) reads lut[-1] = 0
+        for o, name in zip(objects, named[k]):
+            lut[sc["objects"].index(o)] = 1 + values.index(name)
+        out[k] = lut[index]
+    return out
+
+
 def to_input(frames: np.ndarray | torch.Tensor) -> torch.Tensor:
     """uint8 windows [..., S, H, W, 3] → float [..., 3, S, H, W] in [-1, 1]."""
     x = torch.as_tensor(frames)
     return (x.movedim(-1, -4).float() / 127.5) - 1.0
 
 
-class AttributeNet(nn.Module):
-    """Per-frame 2-D convolutions, then 3-D convolutions across the frames, then one linear
-    head per attribute.  About 60 MMAC per window at 64×64: it trains on this CPU in minutes."""
+class Outputs(NamedTuple):
+    logits: dict[str, torch.Tensor]  # per attribute: [B, values]
+    feature: torch.Tensor  # the window's feature [B, D] (Fréchet distance)
+    frames: torch.Tensor  # per-frame features [B, S, C] (temporal consistency)
+    dense: dict[str, torch.Tensor]  # per set attribute: [B, 1 + values, H/CELL, W/CELL], class 0 = no object
 
-    def __init__(self, width: int = 64, feature_dim: int = 128) -> None:
+
+class AttributeNet(nn.Module):
+    """Per-frame 2-D convolutions down to a H/CELL×W/CELL map, 3-D convolutions across the frames,
+    then two kinds of head.  Background kind and colour and the object count come from the
+    pooled feature.  Object colours, shapes and motions come from dense heads that say, per
+    map position, what kind of object is there (or none): a set holds a value where some
+    position says so.  Trained on the renderer's object maps (`dense_labels`), the network
+    must find each object and name it where it is; trained on window-level sets alone, it
+    memorised scenes (79% of training windows exactly right, 24% of held-out ones).
+    About 75 MMAC per window at 64×64 and width 32."""
+
+    def __init__(self, width: int = 32, feature_dim: int = 128) -> None:
         super().__init__()
         w = width
-
-        # 4×4 patches first: the smallest object is 13 px across, so little is lost, and the
-        # network costs a quarter of what stride-2 convolutions from the pixels would.
+        # 4×4 patches first: objects are 17 px across or more, and the network costs a
+        # quarter of what stride-2 convolutions from the pixels would.  (A half-resolution
+        # encoder at 3× the cost learned shapes no better: 18% of object cells after 1500 steps.)
         self.frame = nn.Sequential(
             nn.Conv2d(3, w, 4, 4), nn.BatchNorm2d(w), nn.ReLU(),
             nn.Conv2d(w, w, 3, 2, 1), nn.BatchNorm2d(w), nn.ReLU(),
         )
+        # Stride in time only: the map keeps its H/CELL×W/CELL positions.
         self.temporal = nn.Sequential(
-            nn.Conv3d(w, 2 * w, 3, (1, 2, 2), 1), nn.BatchNorm3d(2 * w), nn.ReLU(),
-            nn.Conv3d(2 * w, feature_dim, 3, 2, 1), nn.BatchNorm3d(feature_dim), nn.ReLU(),
+            nn.Conv3d(w, 2 * w, 3, (2, 1, 1), 1), nn.BatchNorm3d(2 * w), nn.ReLU(),
+            nn.Conv3d(2 * w, feature_dim, 3, (2, 1, 1), 1), nn.BatchNorm3d(feature_dim), nn.ReLU(),
         )
-        sizes = {**{k: len(v) for k, v in SINGLE.items()}, **{k: len(v) for k, v in SETS.items()}}
-        self.heads = nn.ModuleDict({k: nn.Linear(feature_dim, n) for k, n in sizes.items()})
+        self.heads = nn.ModuleDict({k: nn.Linear(feature_dim, len(v)) for k, v in SINGLE.items()})
+        self.dense = nn.ModuleDict({k: nn.Conv2d(feature_dim, 1 + len(v), 1) for k, v in SETS.items()})
         self.config = {"width": width, "feature_dim": feature_dim}
 
     def frame_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -105,11 +140,17 @@ class AttributeNet(nn.Module):
         f = self.frame(x.transpose(1, 2).reshape(b * s, c, h, w))
         return f.reshape(b, s, *f.shape[1:]).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
-        """Logits per attribute, the window feature [B, D] and per-frame features [B, S, C]."""
+    def forward(self, x: torch.Tensor) -> Outputs:
         frames = self.frame_features(x)
-        feature = self.temporal(frames).mean(dim=(2, 3, 4))
-        return {k: head(feature) for k, head in self.heads.items()}, feature, frames.mean(dim=(3, 4)).transpose(1, 2)
+        grid = self.temporal(frames).mean(dim=2)  # [B, D, H/CELL, W/CELL]
+        feature = grid.mean(dim=(2, 3))
+        dense = {k: head(grid) for k, head in self.dense.items()}
+        logits = {k: head(feature) for k, head in self.heads.items()}
+        for k, d in dense.items():
+            # A value's set logit: the logit of its most confident position.
+            p = d.softmax(dim=1)[:, 1:].amax(dim=(2, 3)).clamp(1e-6, 1 - 1e-6)
+            logits[k] = p.log() - (-p).log1p()
+        return Outputs(logits, feature, frames.mean(dim=(3, 4)).transpose(1, 2), dense)
 
     def save(self, folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
@@ -135,11 +176,12 @@ class AttributeNet(nn.Module):
         return cls.load(weights / "evalnet")
 
 
-def attribute_loss(logits: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Cross-entropy for single-label heads, binary cross-entropy for set heads, summed."""
+def attribute_loss(out: Outputs, labels: dict[str, torch.Tensor], maps: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of the single-label heads (`window_labels`) plus, per map position, of
+    the dense heads (`dense_labels` maps [B, H/CELL, W/CELL])."""
     f = nn.functional
-    loss = sum(f.cross_entropy(logits[k], labels[k]) for k in SINGLE)
-    return loss + sum(f.binary_cross_entropy_with_logits(logits[k], labels[k].float()) for k in SETS)
+    loss = sum(f.cross_entropy(out.logits[k], labels[k]) for k in SINGLE)
+    return loss + sum(f.cross_entropy(out.dense[k], maps[k]) for k in SETS)
 
 
 def exact_match(pred: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -96,8 +96,11 @@ def shipped_students(folder: Path) -> dict[str, str]:
     return json.loads((Path(folder) / "config.json").read_text()).get("students", {"dmd": "transformer.safetensors"})
 
 
-def check_config(preset: Preset, path: Path) -> None:
-    """The shipped weights were trained for exactly this preset's architecture and resolution."""
+def shipped_preset(preset: Preset, path: Path) -> Preset:
+    """`preset` as the weights in `path` (their config.json) were trained: the architecture and
+    resolution must match exactly; the sampling shift is the weights' own, as diffusers keeps
+    a scheduler config beside each checkpoint, so a folder trained at another shift still
+    samples on its own grid."""
     shipped = json.loads(path.read_text())
     expected = json.loads(json.dumps({
         "model": dataclasses.asdict(preset.model), "height": preset.sampling.height, "width": preset.sampling.width,
@@ -110,6 +113,10 @@ def check_config(preset: Preset, path: Path) -> None:
             raise ValueError(
                 f"{path}: model.{key}={shipped['model'].get(key)!r} but preset {preset.name!r} has {value!r}"
             )
+    shift = shipped.get("shift")
+    if not (isinstance(shift, (int, float)) and not isinstance(shift, bool) and shift > 0):
+        raise ValueError(f"{path}: shift={shift!r} must be a positive number (the grid the weights were trained on)")
+    return dataclasses.replace(preset, sampling=dataclasses.replace(preset.sampling, shift=float(shift)))
 
 
 @dataclass
@@ -247,7 +254,7 @@ def load_components(
                 f"{err}. Train the weights with `python -m dsa_core.train`, or pass --random-init "
                 "to run the architecture with random weights."
             ) from None
-        check_config(preset, folder / "config.json")
+        preset = shipped_preset(preset, folder / "config.json")
         students = shipped_students(folder)
         if student not in students:
             raise ValueError(f"student={student!r} is not shipped in {folder}; allowed: {', '.join(students)}")

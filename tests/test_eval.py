@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from dsa_core.eval import Evaluator, flicker, frechet_distance, sharpness
-from dsa_core.evalnet import AttributeNet, window_labels, windows
-from dsa_core.world import heldout_seed, render_clip
+from dsa_core.evalnet import SETS, AttributeNet, dense_labels, window_labels, windows
+from dsa_core.world import heldout_seed, render_clip, sample_clip
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,23 @@ def test_windows_stay_inside_one_scene_and_follow_turns():
     before = window_labels(turning.attributes, max(0, turn["frame"] - 30), 24)["motions"]
     after = window_labels(turning.attributes, turn["frame"], 24)["motions"]
     assert before != after
+
+
+def test_dense_maps_agree_with_the_window_sets():
+    """The dense targets name only what the window's sets hold, and nearly always all of it
+    (an object still mostly outside the frame may cover no cell)."""
+    same = total = 0
+    for i in range(30):
+        spec = sample_clip(heldout_seed(i))
+        for start, length in windows(spec.attributes):
+            labels, maps = window_labels(spec.attributes, start, length), dense_labels(spec, start, length)
+            for k in SETS:
+                seen = {int(v) - 1 for v in np.unique(maps[k]) if v > 0}
+                wanted = {j for j, on in enumerate(labels[k]) if on}
+                assert seen <= wanted, (i, start, k)
+                same += seen == wanted
+                total += 1
+    assert same / total > 0.95, same / total
 
 
 def test_metric_helpers_rank_the_obvious():

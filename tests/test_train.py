@@ -18,7 +18,8 @@ from dsa_core.train.common import Run, load_config, run_stage, set_lr
 
 TOY_MODEL = {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "freq_dim": 32, "conf_hidden": 16}
 TOY = {
-    "vae": {"clip_frames": 5, "stats_clips": 4, "batch_size": 2},
+    # The long-clip phase starts at step 1, so the resumed step is a long-clip one.
+    "vae": {"clip_frames": 5, "long_clip_frames": 9, "long_from_step": 1, "stats_clips": 4, "batch_size": 2},
     "teacher": {"dataset_clips": 4, "tokenizer_captions": 300},
     "ode": {"trajectories": 4, "teacher_steps": 4},
     "dmd": {"critic_steps": 1, "captions": 50},
@@ -88,6 +89,8 @@ def test_stage_needs_its_predecessor(tmp_path):
         ({"model": {"dims": 3}}, "model.dims is not a ModelConfig field"),
         ({"model": {**TOY_MODEL, "num_heads": 5}}, "dim=32 must be divisible by num_heads=5"),
         ({"clip_frames": 6}, "clip_frames=6 must be 1 \\+ 4k"),
+        ({"long_clip_frames": 3}, "long_clip_frames=3 must be 1 \\+ 4k"),
+        ({"decay_fraction": 1.5}, "decay_fraction=1.5 must be in \\[0, 1\\]"),
     ],
 )
 def test_bad_config_is_refused_before_any_work(tmp_path, capsys, extra, match):

@@ -9,7 +9,7 @@ from safetensors.torch import save_file
 
 from dsa_core.config import TINY
 from dsa_core.model import CausalWanModel
-from dsa_core.weights import check_config, load_transformer, verify_manifest, write_manifest
+from dsa_core.weights import load_transformer, shipped_preset, verify_manifest, write_manifest
 
 
 @pytest.fixture()
@@ -73,6 +73,24 @@ def test_wrong_keys_are_named(folder, tmp_path):
 def test_config_mismatch_is_named(tmp_path):
     path = tmp_path / "config.json"
     model = dataclasses.asdict(TINY.model) | {"dim": 256}
-    path.write_text(json.dumps({"model": model, "height": 64, "width": 64}))
+    path.write_text(json.dumps({"model": model, "height": 64, "width": 64, "shift": 2.0}))
     with pytest.raises(ValueError, match=r"model\.dim=256 but preset 'tiny' has 192"):
-        check_config(TINY, path)
+        shipped_preset(TINY, path)
+
+
+@pytest.mark.parametrize("shift", [None, 0, -1.0, "5", True])
+def test_weights_without_a_valid_shift_are_refused(tmp_path, shift):
+    path = tmp_path / "config.json"
+    config = {"model": dataclasses.asdict(TINY.model), "height": 64, "width": 64, "shift": shift}
+    path.write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    with pytest.raises(ValueError, match=r"shift=.* must be a positive number"):
+        shipped_preset(TINY, path)
+
+
+def test_weights_sample_on_the_grid_they_were_trained_on(tmp_path):
+    path = tmp_path / "config.json"
+    other = 7.5 if TINY.sampling.shift != 7.5 else 1.5
+    path.write_text(json.dumps({"model": dataclasses.asdict(TINY.model), "height": 64, "width": 64, "shift": other}))
+    preset = shipped_preset(TINY, path)
+    assert preset.sampling.shift == other and preset.model == TINY.model
+    assert TINY.sampling.shift != other  # the preset itself is untouched

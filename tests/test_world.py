@@ -19,7 +19,9 @@ from dsa_core.world import (
     caption_corpus,
     heldout_seed,
     object_centres,
+    object_map,
     render_clip,
+    render_spec,
     sample_clip,
     scene_at,
     train_seed,
@@ -408,3 +410,29 @@ def test_speed():
     t0 = time.perf_counter()
     caption_corpus(200)
     assert time.perf_counter() - t0 < 2.0
+
+
+def test_object_map_names_the_object_each_cell_shows():
+    """Cells the map gives to an object show its colour; cells it gives to none show the background."""
+    checked = 0
+    for i in range(12):
+        spec = sample_clip(heldout_seed(i))
+        frames = render_spec(spec)
+        for frame in (0, 40, 80):
+            sc = scene_at(spec.attributes, frame)
+            index = object_map(spec, frame, cell=8)
+            cells = frames[frame].reshape(8, 8, 8, 8, 3).transpose(0, 2, 1, 3, 4).astype(float)  # [gy, gx, 8, 8, 3]
+            for (gy, gx), k in np.ndenumerate(index):
+                if k < 0:
+                    continue
+                target = np.asarray(COLORS[sc["objects"][k]["color"]], float)
+                # The object covers at least a quarter of the cell (edges are anti-aliased).
+                share = (np.abs(cells[gy, gx] - target).max(-1) < 30).mean()
+                assert share >= 0.15, (i, frame, gy, gx, share)
+                checked += 1
+            if sc["background"]["kind"] == "solid":
+                bg = np.asarray(COLORS[sc["background"]["color"]], float)
+                empty = frames[frame].reshape(8, 8, 8, 8, 3)[index < 0].astype(float)
+                far = np.abs(empty - bg).max(-1) > 60  # pixels not of the background
+                assert far.mean() < 0.1, (i, frame)
+    assert checked > 50

@@ -18,8 +18,10 @@ from tqdm import tqdm
 
 from ..evalnet import (
     ATTRIBUTES,
+    SETS,
     AttributeNet,
     attribute_loss,
+    dense_labels,
     exact_match,
     predictions,
     to_input,
@@ -27,7 +29,7 @@ from ..evalnet import (
     window_labels,
     windows,
 )
-from ..world import heldout_seed, render_clip, train_seed
+from ..world import heldout_seed, render_spec, sample_clip, train_seed
 from .common import Stage, StageConfig, optimizer_step, set_lr
 from .data import world_config
 
@@ -44,7 +46,7 @@ class EvalnetConfig(StageConfig):
     clips: int = 8192
     windows_per_clip: int = 2
     heldout_clips: int = 128
-    channels: int = 64  # AttributeNet's width
+    channels: int = 32  # AttributeNet's width
     max_blur: float = 1.2  # pixels (Gaussian sigma)
     noise: float = 0.04
 
@@ -55,23 +57,26 @@ class EvalnetConfig(StageConfig):
                              f"{self.windows_per_clip} must be >= 1")
 
 
-def render_windows(seeds: list[int], cfg: EvalnetConfig, desc: str,
-                   per_clip: int | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def render_windows(seeds: list[int], cfg: EvalnetConfig, desc: str, per_clip: int | None = None
+                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Windows of every clip (all of them, or `per_clip` drawn from the clip's seed): uint8
-    frames [N, S, H, W, 3] and their labels."""
+    frames [N, S, H, W, 3], their labels and their dense object maps."""
     world = world_config(cfg.height, cfg.width, cfg.num_frames)
-    frames, labels = [], []
+    frames, labels, maps = [], [], []
     for seed in tqdm(seeds, desc=desc):
-        clip = render_clip(seed, world)
-        chosen = windows(clip.attributes)
+        spec = sample_clip(seed, world)
+        video = render_spec(spec)
+        chosen = windows(spec.attributes)
         if per_clip is not None and per_clip < len(chosen):
             pick = np.random.default_rng(seed).choice(len(chosen), per_clip, replace=False)
             chosen = [chosen[i] for i in sorted(pick)]
         for start, length in chosen:
-            frames.append(window_frames(clip.frames, start, length))
-            labels.append(window_labels(clip.attributes, start, length))
+            frames.append(window_frames(video, start, length))
+            labels.append(window_labels(spec.attributes, start, length))
+            maps.append(dense_labels(spec, start, length))
     stacked = {k: torch.tensor([lab[k] for lab in labels]) for k in ATTRIBUTES}
-    return torch.from_numpy(np.stack(frames)), stacked
+    return torch.from_numpy(np.stack(frames)), stacked, {k: torch.from_numpy(np.stack([m[k] for m in maps]))
+                                                         for k in SETS}
 
 
 def soften(x: torch.Tensor, g: torch.Generator, max_blur: float, noise: float) -> torch.Tensor:
@@ -100,8 +105,9 @@ class EvalnetStage(Stage):
         torch.manual_seed(cfg.seed)
         self.net = AttributeNet(width=cfg.channels).to(run.device).train()
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=1e-4)
-        self.frames, self.labels = render_windows([train_seed(CLIP_SEED0 + i) for i in range(cfg.clips)], cfg,
-                                                  "rendering training clips", cfg.windows_per_clip)
+        seeds = [train_seed(CLIP_SEED0 + i) for i in range(cfg.clips)]
+        self.frames, self.labels, self.maps = render_windows(seeds, cfg, "rendering training clips",
+                                                             cfg.windows_per_clip)
 
     def modules(self):
         return {"evalnet": self.net}
@@ -114,22 +120,22 @@ class EvalnetStage(Stage):
         idx = torch.randint(0, len(self.frames), (self.cfg.batch_size,), generator=g)
         x = soften(to_input(self.frames[idx]), g, self.cfg.max_blur, self.cfg.noise).to(self.run.device)
         labels = {k: v[idx].to(self.run.device) for k, v in self.labels.items()}
-        logits, _, _ = self.net(x)
-        loss = attribute_loss(logits, labels)
+        out = self.net(x)
+        loss = attribute_loss(out, labels, {k: v[idx].to(self.run.device) for k, v in self.maps.items()})
         optimizer_step(loss, self.opt, self.run)
-        pred = predictions(logits)
+        pred = predictions(out.logits)
         acc = float(np.mean([hit.mean().item() for hit in exact_match(pred, labels).values()]))
         return {"loss": loss.item(), "accuracy": acc}
 
     @torch.no_grad()
     def heldout_accuracy(self) -> dict[str, float]:
         """Per-attribute window accuracy on held-out clips (printed at export, for the record)."""
-        frames, labels = render_windows([heldout_seed(i) for i in range(self.cfg.heldout_clips)], self.cfg,
+        frames, labels, _ = render_windows([heldout_seed(i) for i in range(self.cfg.heldout_clips)], self.cfg,
                                         "rendering held-out clips")
         self.net.eval()
         correct = {k: [] for k in ATTRIBUTES}
         for s in range(0, len(frames), 64):
-            pred = predictions(self.net(to_input(frames[s : s + 64]).to(self.run.device))[0])
+            pred = predictions(self.net(to_input(frames[s : s + 64]).to(self.run.device)).logits)
             for k, hit in exact_match(pred, {k: v[s : s + 64] for k, v in labels.items()}).items():
                 correct[k] += hit.tolist()
         self.net.train()

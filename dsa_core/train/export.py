@@ -54,7 +54,7 @@ def export(config: str | None, dest: str | None) -> Path:
     shutil.copytree(sources["evalnet"], tmp / "evalnet")
     preset = cfg.preset()
     config = {"model": dataclasses.asdict(preset.model), "height": cfg.height, "width": cfg.width,
-              "students": students}
+              "shift": preset.sampling.shift, "students": students}
     (tmp / "config.json").write_text(json.dumps(config, indent=2))
     stages = [*RECIPE, *(s for s in students if s != "dmd"), "export"]
     write_manifest(tmp, " && ".join(f"python -m dsa_core.train {s}" for s in stages))

@@ -15,6 +15,7 @@ Public API
 - `train_seed(i) = i` for i in [0, 10**9); `heldout_seed(i) = 10**9 + i`: disjoint ranges.
 - `scene_at(attributes, frame)`: the scene (entry of `attributes["scenes"]`) a frame belongs to.
 - `object_centres(seed, cfg)`: per scene, per object, the centre at each frame (n×2 pixels).
+- `object_map(spec, frame, cell)`: which object each cell (cell×cell pixels) of a frame shows.
 - Vocabulary: `COLORS` (name -> RGB), `SHAPES`, `SIZES`, `MOTIONS`, `BACKGROUNDS`, and
   `SYNONYMS` = {"color", "shape", "size", "motion", "enter", "background"} -> {canonical:
   (words...)}; the first word of each entry is the canonical name.
@@ -25,7 +26,7 @@ Ten colours (red orange yellow green cyan blue purple pink white black) shared b
 backgrounds; an object's colour is at least 120 (RGB distance) from every colour its background
 shows (for a gradient, from the whole segment between its two colours), and objects in a scene
 have distinct colours.  Six shapes (circle square triangle star hexagon diamond), two sizes
-(radius 6.5 / 10.5 px at 64×64), 1–3 objects per scene.  Backgrounds: solid, vertical gradient
+(radius 8.5 / 13 px at 64×64), 1–3 objects per scene.  Backgrounds: solid, vertical gradient
 (color at the top to color2 at the bottom), stripes (vertical or horizontal, 20–32 px per
 colour pair), checker (24–40 px per two cells); stripes and checkers may scroll as a camera
 pan ("as the camera pans left": the pattern moves right;
@@ -88,7 +89,7 @@ drawn from `SYNONYMS` by the same seeded generator.
 """
 
 from .config import DEFAULT_CONFIG, HELDOUT_OFFSET, WorldConfig, heldout_seed, is_heldout, train_seed
-from .render import Clip, object_centres, render_clip, render_spec, shape_sdf
+from .render import Clip, object_centres, object_map, render_clip, render_spec, shape_sdf
 from .scene import ClipSpec, caption_corpus, sample_clip, scene_at
 from .vocab import (
     BACKGROUNDS,
@@ -121,6 +122,7 @@ __all__ = [
     "heldout_seed",
     "is_heldout",
     "object_centres",
+    "object_map",
     "render_clip",
     "render_spec",
     "sample_clip",

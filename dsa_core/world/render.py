@@ -164,6 +164,14 @@ def render_background(bg: BackgroundSpec, n: int, h: int, w: int, out: np.ndarra
     np.add(c1, a[..., None] * (c2 - c1), out=out, casting="unsafe")
 
 
+def _rotated(o: ObjectSpec, px: np.ndarray, py: np.ndarray, angle) -> tuple[np.ndarray, np.ndarray]:
+    """Sample points rotated by -angle, so the shape's SDF draws it turned by +angle."""
+    if o.spin == 0.0 and o.angle0 == 0.0:
+        return px, py
+    c, s = np.float32(np.cos(angle)), np.float32(np.sin(angle))
+    return c * px + s * py, c * py - s * px
+
+
 def render_object(o: ObjectSpec, canvas: np.ndarray) -> None:
     """Blend object `o` into `canvas` (the n×H×W×3 float32 frames of its scene)."""
     n, h, w, _ = canvas.shape
@@ -186,10 +194,7 @@ def render_object(o: ObjectSpec, canvas: np.ndarray) -> None:
     px = (xi + 0.5 - cx[:, None]).astype(np.float32)[:, None, :]
     py = (cy[:, None] - (yi + 0.5)).astype(np.float32)[:, :, None]  # y up
     r = (o.radius * scale).astype(np.float32)[:, None, None]
-    if o.spin != 0.0 or o.angle0 != 0.0:
-        c = np.cos(angle).astype(np.float32)[:, None, None]
-        s = np.sin(angle).astype(np.float32)[:, None, None]
-        px, py = c * px + s * py, c * py - s * px  # rotate the sample points by -angle
+    px, py = _rotated(o, px, py, angle[:, None, None])
     a = coverage(shape_sdf(o.shape, px, py, r)).astype(np.float32, copy=False)
     ti, yy, xx = fi[:, None, None], yi[:, :, None], xi[:, None, :]
     block = canvas[ti, yy, xx]
@@ -197,12 +202,16 @@ def render_object(o: ObjectSpec, canvas: np.ndarray) -> None:
     canvas[ti, yy, xx] = block
 
 
+def draw_order(sc: SceneSpec) -> list[int]:
+    """Large objects first, so that small ones are drawn over them; equal sizes in list order."""
+    return sorted(range(len(sc.objects)), key=lambda i: -sc.objects[i].radius)
+
+
 def render_scene(sc: SceneSpec, canvas: np.ndarray) -> None:
     n, h, w, _ = canvas.shape
     render_background(sc.background, n, h, w, canvas)
-    # Large objects first, so that small ones are drawn over them; equal sizes in list order.
-    for o in sorted(sc.objects, key=lambda o: -o.radius):
-        render_object(o, canvas)
+    for i in draw_order(sc):
+        render_object(sc.objects[i], canvas)
 
 
 def render_spec(spec: ClipSpec) -> np.ndarray:
@@ -228,3 +237,29 @@ def object_centres(seed: int, cfg: WorldConfig = DEFAULT_CONFIG) -> list[list[np
         t = np.arange(sc.num_frames, dtype=np.float64)
         out.append([np.stack(o.track(t)[:2], axis=-1) for o in sc.objects])
     return out
+
+
+def object_map(spec: ClipSpec, frame: int, cell: int, min_cover: float = 0.25) -> np.ndarray:
+    """Which object of its scene each cell×cell-pixel cell of `frame` shows: the
+    index into the scene's `objects` (as in the attributes) of the object covering most of
+    the cell, as drawn (later objects hide earlier ones), or -1 where none covers `min_cover`.
+    The dense ground truth the attribute classifier learns to localise objects with."""
+    cfg = spec.cfg
+    h, w = cfg.height, cfg.width
+    if h % cell or w % cell:
+        raise ValueError(f"cell={cell} must divide the frame size {w}×{h}")
+    sc = next(s for s in spec.scenes if s.start <= frame < s.end)
+    xs = (np.arange(w, dtype=np.float32) + 0.5)[None, :]
+    ys = (np.arange(h, dtype=np.float32) + 0.5)[:, None]
+    if not sc.objects:
+        return np.full((h // cell, w // cell), -1, dtype=np.int64)
+    visible = np.zeros((len(sc.objects), h, w), dtype=np.float32)
+    for i in draw_order(sc):
+        o = sc.objects[i]
+        cx, cy, scale, angle = (float(v[0]) for v in o.track(np.array([frame - sc.start], dtype=np.float64)))
+        px, py = _rotated(o, xs - np.float32(cx), np.float32(cy) - ys, angle)
+        a = coverage(shape_sdf(o.shape, px, py, np.float32(o.radius * scale)))
+        visible *= 1 - a
+        visible[i] = a
+    cells = visible.reshape(len(sc.objects), h // cell, cell, w // cell, cell).mean(axis=(2, 4))
+    return np.where(cells.max(0) >= min_cover, cells.argmax(0), -1).astype(np.int64)

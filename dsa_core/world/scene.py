@@ -69,7 +69,8 @@ SHAPE_SUPPORT: dict[str, dict[str, float]] = {
     "hexagon": {"left": 0.85 * 2 / _S3, "right": 0.85 * 2 / _S3, "up": 0.85, "down": 0.85},
     "diamond": {"left": 0.72, "right": 0.72, "up": 1.05, "down": 1.05},
 }
-SIZE_RADIUS = {"small": 6.5, "large": 10.5}  # pixels at 64×64
+# Pixels at 64×64.  An object spans at least two 16-px DiT tokens, or its shape does not survive.
+SIZE_RADIUS = {"small": 8.5, "large": 13.0}
 GROW_SCALES = (0.6, 1.4)  # grow: 0.6 -> 1.4 of the nominal radius over the scene; shrink: reverse
 MIN_OBJECT_CONTRAST = 120.0  # RGB distance between an object colour and any colour of its background
 MIN_PATTERN_CONTRAST = 90.0  # between the two colours of a patterned background
