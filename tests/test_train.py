@@ -91,6 +91,7 @@ def test_stage_needs_its_predecessor(tmp_path):
         ({"clip_frames": 6}, "clip_frames=6 must be 1 \\+ 4k"),
         ({"long_clip_frames": 3}, "long_clip_frames=3 must be 1 \\+ 4k"),
         ({"decay_fraction": 1.5}, "decay_fraction=1.5 must be in \\[0, 1\\]"),
+        ({"long_batch_size": 0}, "long_batch_size=0 must be >= 1"),
     ],
 )
 def test_bad_config_is_refused_before_any_work(tmp_path, capsys, extra, match):
