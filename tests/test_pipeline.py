@@ -27,7 +27,10 @@ def test_events_carry_what_the_issue_lists(random_pipe):
     first = events[0]
     assert first.frames.dtype == np.uint8 and first.frames.shape[1:] == (64, 64, 3)
     assert first.latents.shape == (1, 16, 3, 8, 8)
-    assert first.steps == 4 and first.timesteps == pytest.approx([1000, 937.5, 833.333, 625], abs=1e-3)
+    # Raw 1000/750/500/250 warped onto the shifted grid: 1000·sσ/(1 + (s−1)σ), σ = raw/1000.
+    s = random_pipe.preset.sampling.shift
+    warped = [1000 * s * r / (1 + (s - 1) * r) for r in (1.0, 0.75, 0.5, 0.25)]
+    assert first.steps == 4 and first.timesteps == pytest.approx(warped, abs=1e-3)
     assert len(first.confidence) == 4 and all(0 < c < 1 for c in first.confidence)
     assert [e.nfe for e in events] == [5 * (k + 1) for k in range(7)]  # 4 steps + context pass
     assert all(e.transformer_ms > 0 and e.decode_ms > 0 for e in events)
