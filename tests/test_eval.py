@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+import torch
 
 from dsa_core.eval import Evaluator, flicker, frechet_distance, sharpness
-from dsa_core.evalnet import SETS, AttributeNet, dense_labels, window_labels, windows
+from dsa_core.evalnet import SETS, SINGLE, AttributeNet, Outputs, attribute_loss, dense_labels, window_labels, windows
 from dsa_core.world import heldout_seed, render_clip, sample_clip
 
 
@@ -46,6 +47,24 @@ def test_dense_maps_agree_with_the_window_sets():
                 same += seen == wanted
                 total += 1
     assert same / total > 0.95, same / total
+
+
+def test_one_object_cell_weighs_as_much_as_all_empty_ones():
+    """A wrong object cell costs half its cross-entropy whatever the map's size."""
+    def loss(size: int) -> float:
+        logits = {k: torch.tensor([[20.0] + [0.0] * (len(v) - 1)]) for k, v in SINGLE.items()}
+        labels = {k: torch.tensor([0]) for k in SINGLE}
+        dense, maps = {}, {}
+        for k, v in SETS.items():
+            d = torch.zeros(1, 1 + len(v), size, size)
+            d[:, 0] = 20.0  # every cell says "no object", sure of it
+            maps[k] = torch.zeros(1, size, size, dtype=torch.long)
+            maps[k][0, 0, 0] = 1  # ...but one cell holds an object
+            dense[k] = d
+        return float(attribute_loss(Outputs(logits, torch.zeros(1, 1), torch.zeros(1, 1, 1), dense), labels, maps))
+
+    assert loss(4) == pytest.approx(loss(16), rel=1e-4)
+    assert loss(4) == pytest.approx(0.5 * 20.0 * len(SETS), rel=1e-3)  # CE of a confident miss ≈ 20
 
 
 def test_metric_helpers_rank_the_obvious():
