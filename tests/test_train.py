@@ -92,6 +92,7 @@ def test_stage_needs_its_predecessor(tmp_path):
         ({"long_clip_frames": 3}, "long_clip_frames=3 must be 1 \\+ 4k"),
         ({"decay_fraction": 1.5}, "decay_fraction=1.5 must be in \\[0, 1\\]"),
         ({"long_batch_size": 0}, "long_batch_size=0 must be >= 1"),
+        ({"long_lr": -1.0}, "long_lr=-1.0 must be a positive number"),
     ],
 )
 def test_bad_config_is_refused_before_any_work(tmp_path, capsys, extra, match):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from .data import pixel_batch, world_config
 
 @dataclass
 class VaeConfig(StageConfig):
-    steps: int = 7600
+    steps: int = 7400
     batch_size: int = 4
     lr: float = 1e-3
     # A curriculum: short clips (cheap, batched) teach the spatial code, then whole 81-frame
@@ -25,9 +26,11 @@ class VaeConfig(StageConfig):
     clip_frames: int = 9
     long_clip_frames: int = 81
     long_batch_size: int = 1
+    # One clip per step is a noisy gradient: at the short phase's 1e-3 the loss diverged.
+    long_lr: float = 2e-4
     long_from_step: int = 7000
     # A cosine tail over (most of) the long-clip phase settles the reconstruction (see `set_lr`).
-    decay_fraction: float = 0.075
+    decay_fraction: float = 0.05
     kl_weight: float = 1e-6
     # Clips whose latents set the per-channel mean/std the DiT's latents are normalised with.
     stats_clips: int = 32
@@ -40,6 +43,8 @@ class VaeConfig(StageConfig):
                 raise ValueError(f"{name}={n} must be 1 + 4k with k >= 1")
         if not 0 <= self.decay_fraction <= 1:
             raise ValueError(f"decay_fraction={self.decay_fraction} must be in [0, 1]")
+        if not (self.long_lr > 0 and math.isfinite(self.long_lr)):
+            raise ValueError(f"long_lr={self.long_lr} must be a positive number")
         if self.long_batch_size < 1:
             raise ValueError(f"long_batch_size={self.long_batch_size} must be >= 1")
         if self.long_from_step < 0:
@@ -65,8 +70,8 @@ class VaeStage(Stage):
         return {"vae": self.opt}
 
     def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
-        set_lr(self.opt, [self.cfg.lr], step, self.cfg.steps, self.cfg.decay_fraction)
         long = step >= self.cfg.long_from_step
+        set_lr(self.opt, [self.cfg.long_lr if long else self.cfg.lr], step, self.cfg.steps, self.cfg.decay_fraction)
         batch = self.cfg.long_batch_size if long else self.cfg.batch_size
         x = pixel_batch(g, batch, self.long if long else self.short).to(self.run.device)
         posterior = self.vae.encode(x).latent_dist
