@@ -249,10 +249,10 @@ def object_map(spec: ClipSpec, frame: int, cell: int, min_cover: float = 0.25) -
     if h % cell or w % cell:
         raise ValueError(f"cell={cell} must divide the frame size {w}×{h}")
     sc = next(s for s in spec.scenes if s.start <= frame < s.end)
-    xs = (np.arange(w, dtype=np.float32) + 0.5)[None, :]
-    ys = (np.arange(h, dtype=np.float32) + 0.5)[:, None]
     if not sc.objects:
         return np.full((h // cell, w // cell), -1, dtype=np.int64)
+    xs = (np.arange(w, dtype=np.float32) + 0.5)[None, :]
+    ys = (np.arange(h, dtype=np.float32) + 0.5)[:, None]
     visible = np.zeros((len(sc.objects), h, w), dtype=np.float32)
     for i in draw_order(sc):
         o = sc.objects[i]
