@@ -27,12 +27,12 @@ from .data import LatentCache, world_config
 
 @dataclass
 class TeacherConfig(StageConfig):
-    steps: int = 6400
+    steps: int = 5000
     batch_size: int = 8
     lr: float = 2e-4
     text_lr: float = 2e-4
     # At a constant rate the flow loss plateaus (≈0.5 from step 2000 to 4000 here); a cosine
-    # tail over the last 35% (steps 4160–6400) is what brings it, and the samples' blur, down.
+    # tail over the last 35% (steps 3250–5000) is what brings it, and the samples' blur, down.
     decay_fraction: float = 0.35
     weight_decay: float = 0.01
     ema_decay: float = 0.995
