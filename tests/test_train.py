@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from PIL import Image
 from safetensors.torch import load_file
 
 from dsa_core.train import STAGES
@@ -51,6 +52,10 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
         assert all(torch.isfinite(torch.tensor(v)) for r in uninterrupted for k, v in r.items())
         folder = tmp_path / "run" / stage
         assert (folder / "losses.png").stat().st_size > 0 and (folder / "final").is_dir()
+        if stage == "teacher":  # held-out clips and the teacher's samples of their captions, row by row
+            shown = len(range(0, 1 + 4 * (6 - 1), 8))  # every 8th of the 21 frames of 6 latent frames
+            cell = 2 * 32 + 2  # 32 px at scale 2, and the gap
+            assert Image.open(folder / "samples.png").size == (2 + shown * cell, 2 + 2 * 4 * cell)
         # Again from scratch, stopped after one step, then resumed: the next loss is identical.
         shutil.rmtree(folder)
         train(tmp_path, stage, steps=1)

@@ -13,16 +13,19 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from torch.nn import functional as F
 
+from ..media import contact_sheet
 from ..model import CausalWanModel
 from ..scheduler import FlowMatchScheduler
 from ..text import TextEncoder, make_tiny_text_encoder
+from ..vae import encode, latents_to_vae, to_uint8_frames
 from ..weights import sha256
-from ..world import caption_corpus
+from ..world import caption_corpus, heldout_seed, render_clip
 from .common import Stage, StageConfig, ema_update, optimizer_step, set_lr
-from .data import LatentCache, world_config
+from .data import LatentCache, to_video_tensor, world_config
 
 
 @dataclass
@@ -195,3 +198,30 @@ class TeacherStage(Stage):
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, str(folder / "teacher.safetensors"))
         self.text_ema.save_pretrained(folder / "text_encoder")
+        self.preview(self.folder / "samples.png")
+
+    @torch.no_grad()
+    def preview(self, path: Path, clips: int = 4) -> None:
+        """A contact sheet: per held-out clip, a row of its frames, then a row of the teacher's
+        sample of its caption (every 8th frame), sampled as the ODE stage will sample it.
+
+        The loss curve does not say whether the teacher follows the prompt (one whose loss was
+        still falling sampled the data's average colours), and the ODE and DMD stages can only
+        teach the student what the teacher samples."""
+        from .ode import OdeConfig  # not at the top: the ODE stage imports this module
+
+        ode, device = OdeConfig(), self.run.device
+        vae = load_vae(Stage.final_dir(self.cfg, "vae"), device)
+        world = world_config(self.cfg.height, self.cfg.width, self.cfg.num_frames)
+        g = torch.Generator().manual_seed(self.cfg.seed)
+        uncond = self.ema.prepare_text(self.text_ema.encode([""]).to(device))
+        rows = []
+        for i in range(clips):
+            clip = render_clip(heldout_seed(i), world)
+            shape = encode(vae, to_video_tensor([clip.frames]).to(device)).shape
+            cond = self.ema.prepare_text(self.text_ema.encode([clip.caption]).to(device))
+            noise = torch.randn(shape, generator=g).to(device)
+            x0, _ = teacher_sample(self.ema, cond, uncond, noise, self.scheduler, ode.teacher_steps, ode.cfg_scale)
+            video = vae.decode(latents_to_vae(vae, x0)).sample.clamp(-1.0, 1.0)
+            rows += [clip.frames[::8], to_uint8_frames(video.cpu())[::8]]
+        Image.fromarray(contact_sheet(rows, scale=2)).save(path)
