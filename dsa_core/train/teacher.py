@@ -21,11 +21,11 @@ from ..media import contact_sheet
 from ..model import CausalWanModel
 from ..scheduler import FlowMatchScheduler
 from ..text import TextEncoder, make_tiny_text_encoder
-from ..vae import encode, latents_to_vae, to_uint8_frames
+from ..vae import latents_to_vae, to_uint8_frames
 from ..weights import sha256
 from ..world import caption_corpus, heldout_seed, render_clip
 from .common import Stage, StageConfig, ema_update, optimizer_step, set_lr
-from .data import LatentCache, to_video_tensor, world_config
+from .data import LatentCache, world_config
 
 
 @dataclass
@@ -215,10 +215,10 @@ class TeacherStage(Stage):
         world = world_config(self.cfg.height, self.cfg.width, self.cfg.num_frames)
         g = torch.Generator().manual_seed(self.cfg.seed)
         uncond = self.ema.prepare_text(self.text_ema.encode([""]).to(device))
+        shape = (1, self.preset.model.in_dim, self.cfg.latent_frames, self.cfg.height // 8, self.cfg.width // 8)
         rows = []
         for i in range(clips):
             clip = render_clip(heldout_seed(i), world)
-            shape = encode(vae, to_video_tensor([clip.frames]).to(device)).shape
             cond = self.ema.prepare_text(self.text_ema.encode([clip.caption]).to(device))
             noise = torch.randn(shape, generator=g).to(device)
             x0, _ = teacher_sample(self.ema, cond, uncond, noise, self.scheduler, ode.teacher_steps, ode.cfg_scale)
