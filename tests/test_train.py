@@ -21,7 +21,8 @@ TOY_MODEL = {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "freq_di
 TOY = {
     # The long-clip phase starts at step 1, so the resumed step is a long-clip one.
     "vae": {"clip_frames": 5, "long_clip_frames": 9, "long_from_step": 1, "stats_clips": 4, "batch_size": 2},
-    "teacher": {"dataset_clips": 4, "tokenizer_captions": 300},
+    "text": {"captions": 300, "heldout_captions": 20},
+    "teacher": {"dataset_clips": 4},
     "ode": {"trajectories": 4, "teacher_steps": 4},
     "dmd": {"critic_steps": 1, "captions": 50},
     "asd": {"critic_steps": 1, "captions": 50},
@@ -46,7 +47,7 @@ def train(tmp_path, stage, resume=False, **extra):
 
 @pytest.mark.slow
 def test_every_stage_trains_and_resumes_exactly(tmp_path):
-    for stage in ("vae", "teacher", "ode", "dmd", "asd", "diagonal", "confidence-head", "evalnet"):
+    for stage in ("vae", "text", "teacher", "ode", "dmd", "asd", "diagonal", "confidence-head", "evalnet"):
         uninterrupted = train(tmp_path, stage)
         assert [r["step"] for r in uninterrupted] == [0, 1]
         assert all(torch.isfinite(torch.tensor(v)) for r in uninterrupted for k, v in r.items())
@@ -56,6 +57,9 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
             shown = len(range(0, 1 + 4 * (6 - 1), 8))  # every 8th of the 21 frames of 6 latent frames
             cell = 2 * 32 + 2  # 32 px at scale 2, and the gap
             assert Image.open(folder / "samples.png").size == (2 + shown * cell, 2 + 2 * 4 * cell)
+        if stage == "text":
+            accuracy = json.loads((folder / "final" / "slot_accuracy.json").read_text())["heldout_slot_accuracy"]
+            assert 0.0 <= accuracy <= 1.0
         # Again from scratch, stopped after one step, then resumed: the next loss is identical.
         shutil.rmtree(folder)
         train(tmp_path, stage, steps=1)
@@ -80,6 +84,9 @@ def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):
 
 def test_stage_needs_its_predecessor(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `python -m dsa_core.train vae` first"):
+        train(tmp_path, "teacher")
+    (tmp_path / "run" / "vae" / "final").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="run `python -m dsa_core.train text` first"):
         train(tmp_path, "teacher")
 
 
@@ -169,3 +176,32 @@ def test_two_cpu_ranks_hold_identical_weights(tmp_path):
     assert result["same"] and result["moved"]
     losses = [json.loads(Path(f"{out}.loss{r}").read_text()) for r in range(2)]
     assert losses[0][0]["loss"] != losses[1][0]["loss"]  # each rank trained on its own clips
+
+
+def test_caption_slots_follow_the_caption_word_order():
+    """The text stage's targets: object k of scene s is the k-th noun phrase of that scene."""
+    from dsa_core.train.text import BACKGROUND_FIELDS, MAX_OBJECTS, OBJECT_FIELDS, caption_slots, slot_classes
+    from dsa_core.world import SYNONYMS, sample_clip
+    from dsa_core.world.vocab import COLOR_NAMES, SHAPES, SIZES
+
+    def alternation(table):
+        return "|".join(re.escape(w) for ws in table.values() for w in sorted(ws, key=len, reverse=True))
+
+    phrase = re.compile(rf"\b({alternation(SYNONYMS['size'])}) ({alternation(SYNONYMS['color'])}) "
+                        rf"({alternation(SYNONYMS['shape'])})\b", re.IGNORECASE)
+    canonical = {kind: {w.lower(): k for k, ws in SYNONYMS[kind].items() for w in ws} for kind in SYNONYMS}
+    per_scene = len(BACKGROUND_FIELDS) + len(OBJECT_FIELDS) * MAX_OBJECTS
+    assert len(slot_classes()) == 2 * per_scene
+    for seed in range(300):
+        spec = sample_clip(seed)
+        slots = caption_slots(spec.attributes)
+        assert len(slots) == len(slot_classes()) and all(0 <= s < n for s, n in zip(slots, slot_classes()))
+        for s, text in enumerate(re.split(r"cuts to", spec.caption)):
+            named = [(canonical["size"][a.lower()], canonical["color"][b.lower()], canonical["shape"][c.lower()])
+                     for a, b, c in phrase.findall(text)]
+            scene = slots[s * per_scene:(s + 1) * per_scene]
+            objects = [scene[len(BACKGROUND_FIELDS) + 4 * k: len(BACKGROUND_FIELDS) + 4 * k + 4] for k in range(3)]
+            expect = [(SIZES[sz], COLOR_NAMES[c], SHAPES[sh]) for c, sh, sz, _ in objects if c < len(COLOR_NAMES)]
+            assert named == expect, spec.caption
+            assert COLOR_NAMES[scene[1]] == spec.attributes["scenes"][s]["background"]["color"]
+        assert len(spec.attributes["scenes"]) == 2 or slots[per_scene + 1] == len(COLOR_NAMES)  # no 2nd scene

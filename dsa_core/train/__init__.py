@@ -1,6 +1,7 @@
 """`python -m dsa_core.train <stage>`: the recipe that reproduces every weight of the tiny model.
 
-Stages, in order: `vae` → `teacher` (umT5 text encoder + bidirectional teacher) → `ode`
+Stages, in order: `vae` → `text` (umT5 encoder pretrained to read captions into attribute
+slots) → `teacher` (bidirectional teacher, trained jointly with that encoder) → `ode`
 (CausVid init of the causal student) → `dmd` (Self-Forcing DMD + DSA confidence loss) →
 `evalnet` (the attribute classifier of `dsa_core.eval`) → `export` (assemble `weights/tiny`
 with its MANIFEST).  `confidence-head` trains only the DSA head of a frozen generator (for
@@ -18,11 +19,12 @@ from .evalnet import EvalnetStage
 from .head import HeadStage
 from .ode import OdeStage
 from .teacher import TeacherStage
+from .text import TextStage
 from .vae import VaeStage
 
 STAGES: dict[str, type[Stage]] = {
     s.name: s
-    for s in (VaeStage, TeacherStage, OdeStage, DmdStage, AsdStage, DiagonalStage, HeadStage, EvalnetStage)
+    for s in (VaeStage, TextStage, TeacherStage, OdeStage, DmdStage, AsdStage, DiagonalStage, HeadStage, EvalnetStage)
 }
 
 __all__ = ["STAGES", "Stage"]
