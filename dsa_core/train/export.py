@@ -13,7 +13,7 @@ from ..weights import default_weights_dir, write_manifest
 from .common import Stage, load_config
 from .dmd import DmdConfig
 
-RECIPE = ("vae", "teacher", "ode", "dmd", "evalnet")  # then asd / diagonal, for the students they ship
+RECIPE = ("vae", "text", "teacher", "ode", "dmd", "evalnet")  # then asd / diagonal, for the students they ship
 # The students a weights folder may ship, by the stage that trains each, and their files.
 STUDENTS = {"dmd": "transformer.safetensors", "asd": "transformer_asd.safetensors",
             "diagonal": "transformer_diagonal.safetensors"}
