@@ -205,3 +205,10 @@ def test_caption_slots_follow_the_caption_word_order():
             assert named == expect, spec.caption
             assert COLOR_NAMES[scene[1]] == spec.attributes["scenes"][s]["background"]["color"]
         assert len(spec.attributes["scenes"]) == 2 or slots[per_scene + 1] == len(COLOR_NAMES)  # no 2nd scene
+
+
+@pytest.mark.slow
+def test_text_stage_learns_to_read_captions(tmp_path):
+    rows = train(tmp_path, "text", steps=40, batch_size=16, captions=200, log_every=10, ckpt_every=40)
+    first, last = rows[0]["slots"], sum(r["slots"] for r in rows[-5:]) / 5
+    assert last < 0.6 * first, (first, last)
