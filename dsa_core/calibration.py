@@ -29,9 +29,9 @@ from .world import heldout_seed, render_clip
 RAW_PROBES = (250.0, 500.0, 750.0)  # noise levels at which the teacher judges a video
 
 
-def load_teacher(folder: Path, pipe: StreamingPipeline) -> CausalWanModel:
+def load_teacher(folder: str | Path, pipe: StreamingPipeline) -> CausalWanModel:
     teacher = CausalWanModel(pipe.preset.model)
-    teacher.load_state_dict({k: v.float() for k, v in load_file(str(folder / "teacher.safetensors")).items()})
+    teacher.load_state_dict({k: v.float() for k, v in load_file(str(Path(folder) / "teacher.safetensors")).items()})
     return teacher.to(pipe.device).eval().requires_grad_(False)
 
 

@@ -22,7 +22,7 @@ TOY = {
     # The long-clip phase starts at step 1, so the resumed step is a long-clip one.
     "vae": {"clip_frames": 5, "long_clip_frames": 9, "long_from_step": 1, "stats_clips": 4, "batch_size": 2},
     "text": {"captions": 300, "heldout_captions": 20},
-    "teacher": {"dataset_clips": 4},
+    "teacher": {"dataset_clips": 4, "short_dataset_clips": 4, "long_from_step": 1},
     "ode": {"trajectories": 4, "teacher_steps": 4},
     "dmd": {"critic_steps": 1, "captions": 50},
     "asd": {"critic_steps": 1, "captions": 50},
@@ -53,7 +53,11 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
         assert all(torch.isfinite(torch.tensor(v)) for r in uninterrupted for k, v in r.items())
         folder = tmp_path / "run" / stage
         assert (folder / "losses.png").stat().st_size > 0 and (folder / "final").is_dir()
-        if stage == "teacher":  # held-out clips and the teacher's samples of their captions, row by row
+        if stage == "teacher":
+            # Step 0 trained on 9-frame clips, step 1 on the full 21 frames: a cache for each.
+            assert sorted(p.name.split("_", 1)[1] for p in (tmp_path / "run" / "latents").iterdir()) == [
+                "4_21.pt", "4_9.pt"]
+            # Held-out clips and the teacher's samples of their captions, row by row.
             shown = len(range(0, 1 + 4 * (6 - 1), 8))  # every 8th of the 21 frames of 6 latent frames
             cell = 2 * 32 + 2  # 32 px at scale 2, and the gap
             assert Image.open(folder / "samples.png").size == (2 + shown * cell, 2 + 2 * 4 * cell)
@@ -114,10 +118,20 @@ def test_bad_config_is_refused_before_any_work(tmp_path, capsys, extra, match):
     assert not (tmp_path / "run").exists()
 
 
-def test_teacher_decay_fraction_out_of_range_is_refused(tmp_path, capsys):
-    rc = train_main(["teacher", "--config", str(toy_config(tmp_path, "teacher", decay_fraction=1.5))])
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        ({"decay_fraction": 1.5}, "decay_fraction=1.5 must be in [0, 1]"),
+        ({"short_decay_fraction": -0.1}, "short_decay_fraction=-0.1 must be in [0, 1]"),
+        ({"short_latent_frames": 4}, "short_latent_frames=4 must be a positive multiple of chunk_frames=3"),
+        ({"long_from_step": -1}, "long_from_step=-1 must be >= 0"),
+        ({"short_dataset_clips": 0}, "short_dataset_clips=0 must be >= 1"),
+    ],
+)
+def test_bad_teacher_curriculum_is_refused(tmp_path, capsys, extra, message):
+    rc = train_main(["teacher", "--config", str(toy_config(tmp_path, "teacher", **extra))])
     assert rc == 2
-    assert "decay_fraction=1.5 must be in [0, 1]" in capsys.readouterr().err
+    assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
 

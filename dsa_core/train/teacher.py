@@ -3,7 +3,8 @@ encoder that the `text` stage pretrained.
 
 The teacher is the same Wan DiT as the student run bidirectionally.  Captions are dropped
 (replaced by the empty prompt) now and then so the teacher also learns the unconditional
-flow that classifier-free guidance needs.
+flow that classifier-free guidance needs.  It trains on short clips first, then on whole ones
+(see `TeacherConfig`).
 """
 
 from __future__ import annotations
@@ -31,31 +32,49 @@ from .data import LatentCache, world_config
 
 @dataclass
 class TeacherConfig(StageConfig):
-    # 96k clip views.  At 40k (5000 steps of 8, with an encoder trained from scratch) the flow
-    # loss was still falling (0.54 → 0.40 over the last 3000 steps) and samples were the data's
-    # average colours, not the prompt's; the `text` stage's encoder removes the worst of that
-    # (see its docstring), the rest is views.
-    # Batch 16 runs at 1.5–2.2 s/step here: the same cost per clip as batch 8, half the steps.
-    steps: int = 6000
+    # A curriculum, as in the `vae` stage.  Trained on 21-latent-frame clips from the start,
+    # the teacher never drew objects: after 96k clip views its samples were backgrounds in the
+    # prompt's colour, though it restored objects in place from clips noised up to σ = 0.85.
+    # The 3-latent-frame (9-frame) clips cost a ninth as much per view; after 134k views the
+    # teacher begins committing to objects from pure noise, in the prompt's colours.  The
+    # long-clip phase then teaches it 81-frame motion, events and the later frames' positions.
+    steps: int = 13500
+    long_from_step: int = 12000
+    short_latent_frames: int = 3
+    # Short clips are cheap to cache: more of them, so 192k views repeat each one 40 times.
+    short_dataset_clips: int = 4800
+    dataset_clips: int = 1600
+    # Batch 16: the same cost per clip as batch 8 here, half the steps.
     batch_size: int = 16
     lr: float = 2e-4
     text_lr: float = 2e-4
-    # A cosine tail over the last 35% (steps 3900–6000) brings the loss and the samples' blur
-    # down further than the constant rate does.
-    decay_fraction: float = 0.35
+    # Each phase ends on its own cosine tail (see `set_lr`): the short one over its last 20%,
+    # which brings the loss and the samples' blur down further than the constant rate; the
+    # long one over all of it, since it starts from a trained teacher.
+    short_decay_fraction: float = 0.2
+    decay_fraction: float = 1.0
     weight_decay: float = 0.01
     ema_decay: float = 0.995
     caption_dropout: float = 0.1
-    dataset_clips: int = 1600
 
     def validate(self) -> None:
         super().validate()
         if not 0 <= self.caption_dropout < 1:
             raise ValueError(f"caption_dropout={self.caption_dropout} must be in [0, 1)")
-        if not 0 <= self.decay_fraction <= 1:
-            raise ValueError(f"decay_fraction={self.decay_fraction} must be in [0, 1]")
+        for name in ("decay_fraction", "short_decay_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
         if not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay} must be in (0, 1)")
+        if self.long_from_step < 0:
+            raise ValueError(f"long_from_step={self.long_from_step} must be >= 0")
+        cf = self.preset().model.chunk_frames
+        if self.short_latent_frames < cf or self.short_latent_frames % cf:
+            raise ValueError(f"short_latent_frames={self.short_latent_frames} must be a positive multiple "
+                             f"of chunk_frames={cf}")
+        for name in ("dataset_clips", "short_dataset_clips"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
 
 
 def sample_sigmas(g: torch.Generator, n: int, scheduler: FlowMatchScheduler, lo: float = 0.0, hi: float = 1.0):
@@ -172,12 +191,19 @@ class TeacherStage(Stage):
         self.scheduler = FlowMatchScheduler(p.sampling.shift)
         # Keyed by the VAE's hash: a retrained VAE gets a fresh cache.
         vae_id = sha256(vae_dir / "diffusion_pytorch_model.safetensors")[:12]
-        cache_path = Path(cfg.out_dir) / "latents" / f"{vae_id}_{cfg.dataset_clips}_{cfg.num_frames}.pt"
-        if run.main and not cache_path.is_file():
-            LatentCache.build(cache_path, load_vae(vae_dir, run.device), cfg.dataset_clips,
-                              world_config(cfg.height, cfg.width, cfg.num_frames))
+        short_frames = 1 + 4 * (cfg.short_latent_frames - 1)
+        phases = {"long": (cfg.dataset_clips, cfg.num_frames)}
+        if cfg.long_from_step > 0:
+            phases["short"] = (cfg.short_dataset_clips, short_frames)
+        paths = {k: Path(cfg.out_dir) / "latents" / f"{vae_id}_{n}_{f}.pt" for k, (n, f) in phases.items()}
+        if run.main and not all(p.is_file() for p in paths.values()):
+            vae = load_vae(vae_dir, run.device)
+            for key, path in paths.items():
+                if not path.is_file():
+                    n, frames = phases[key]
+                    LatentCache.build(path, vae, n, world_config(cfg.height, cfg.width, frames))
         run.barrier()
-        self.data = LatentCache.load(cache_path)
+        self.data = {key: LatentCache.load(path) for key, path in paths.items()}
 
     def modules(self):
         return {"teacher": self.teacher, "text": self.text, "teacher_ema": self.ema, "text_ema": self.text_ema}
@@ -186,8 +212,14 @@ class TeacherStage(Stage):
         return {"adamw": self.opt}
 
     def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
-        set_lr(self.opt, [self.cfg.lr, self.cfg.text_lr], step, self.cfg.steps, self.cfg.decay_fraction)
-        x0, captions = self.data.batch(g, self.cfg.batch_size)
+        cfg, rates = self.cfg, [self.cfg.lr, self.cfg.text_lr]
+        if step < cfg.long_from_step:
+            set_lr(self.opt, rates, step, cfg.long_from_step, cfg.short_decay_fraction)
+            data = self.data["short"]
+        else:
+            set_lr(self.opt, rates, step - cfg.long_from_step, cfg.steps - cfg.long_from_step, cfg.decay_fraction)
+            data = self.data["long"]
+        x0, captions = data.batch(g, cfg.batch_size)
         drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         text = self.teacher.prepare_text(self.text.encode(captions))
