@@ -55,10 +55,14 @@ class StageConfig:
                 f"height={self.height}, width={self.width}: each must be a multiple of 16 and at least 32 "
                 "(the VAE downsamples 8×, the DiT patches 2×)"
             )
-        cf = self.preset().model.chunk_frames
-        if self.latent_frames < cf or self.latent_frames % cf:
-            raise ValueError(f"latent_frames={self.latent_frames} must be a positive multiple of chunk_frames={cf}")
+        self.check_latent_frames("latent_frames")
         self.preset().validate()
+
+    def check_latent_frames(self, name: str) -> None:
+        """A clip length in latent frames must be whole chunks."""
+        n, cf = getattr(self, name), self.preset().model.chunk_frames
+        if n < cf or n % cf:
+            raise ValueError(f"{name}={n} must be a positive multiple of chunk_frames={cf}")
 
     def preset(self) -> Preset:
         """The tiny preset with this config's resolution and model overrides."""
@@ -72,7 +76,12 @@ class StageConfig:
 
     @property
     def num_frames(self) -> int:
-        return 1 + 4 * (self.latent_frames - 1)
+        return video_frames(self.latent_frames)
+
+
+def video_frames(latent_frames: int) -> int:
+    """Pixel frames of a clip of `latent_frames`: the Wan VAE keeps the first frame, then packs 4."""
+    return 1 + 4 * (latent_frames - 1)
 
 
 def load_config(cls: type[StageConfig], path: str | Path | None) -> StageConfig:

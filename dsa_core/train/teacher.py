@@ -26,7 +26,7 @@ from ..text import TextEncoder
 from ..vae import latents_to_vae, to_uint8_frames
 from ..weights import sha256
 from ..world import heldout_seed, render_clip
-from .common import Stage, StageConfig, ema_update, optimizer_step, set_lr
+from .common import Stage, StageConfig, ema_update, optimizer_step, set_lr, video_frames
 from .data import LatentCache, world_config
 
 
@@ -68,10 +68,7 @@ class TeacherConfig(StageConfig):
             raise ValueError(f"ema_decay={self.ema_decay} must be in (0, 1)")
         if self.long_from_step < 0:
             raise ValueError(f"long_from_step={self.long_from_step} must be >= 0")
-        cf = self.preset().model.chunk_frames
-        if self.short_latent_frames < cf or self.short_latent_frames % cf:
-            raise ValueError(f"short_latent_frames={self.short_latent_frames} must be a positive multiple "
-                             f"of chunk_frames={cf}")
+        self.check_latent_frames("short_latent_frames")
         for name in ("dataset_clips", "short_dataset_clips"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
@@ -191,17 +188,16 @@ class TeacherStage(Stage):
         self.scheduler = FlowMatchScheduler(p.sampling.shift)
         # Keyed by the VAE's hash: a retrained VAE gets a fresh cache.
         vae_id = sha256(vae_dir / "diffusion_pytorch_model.safetensors")[:12]
-        short_frames = 1 + 4 * (cfg.short_latent_frames - 1)
         phases = {"long": (cfg.dataset_clips, cfg.num_frames)}
         if cfg.long_from_step > 0:
-            phases["short"] = (cfg.short_dataset_clips, short_frames)
+            phases["short"] = (cfg.short_dataset_clips, video_frames(cfg.short_latent_frames))
         paths = {k: Path(cfg.out_dir) / "latents" / f"{vae_id}_{n}_{f}.pt" for k, (n, f) in phases.items()}
-        if run.main and not all(p.is_file() for p in paths.values()):
+        missing = [k for k, path in paths.items() if not path.is_file()]
+        if run.main and missing:
             vae = load_vae(vae_dir, run.device)
-            for key, path in paths.items():
-                if not path.is_file():
-                    n, frames = phases[key]
-                    LatentCache.build(path, vae, n, world_config(cfg.height, cfg.width, frames))
+            for key in missing:
+                n, frames = phases[key]
+                LatentCache.build(paths[key], vae, n, world_config(cfg.height, cfg.width, frames))
         run.barrier()
         self.data = {key: LatentCache.load(path) for key, path in paths.items()}
 
@@ -220,7 +216,7 @@ class TeacherStage(Stage):
             set_lr(self.opt, rates, step - cfg.long_from_step, cfg.steps - cfg.long_from_step, cfg.decay_fraction)
             data = self.data["long"]
         x0, captions = data.batch(g, cfg.batch_size)
-        drop = torch.rand(len(captions), generator=g) < self.cfg.caption_dropout
+        drop = torch.rand(len(captions), generator=g) < cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         text = self.teacher.prepare_text(self.text.encode(captions))
         loss = flow_loss(self.teacher, text, x0.to(self.run.device), g, self.scheduler)
