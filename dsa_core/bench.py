@@ -30,6 +30,7 @@ from .eval import Evaluator
 from .evalnet import AttributeNet
 from .model import CausalWanModel
 from .pipeline import StreamingPipeline
+from .vae import StreamingDecoder, encode, to_uint8_frames
 from .world import heldout_seed, render_clip
 
 # (label, schedule name, parameters): the rows of DSA's Table 2 plus FFE and diagonal.
@@ -131,6 +132,24 @@ def run_once(pipe: StreamingPipeline, name: str, params: dict, clip_index: int, 
     tally.add(gen, events, latency, time.perf_counter() - start, clip.attributes)
 
 
+@torch.no_grad()
+def reference_scores(pipe: StreamingPipeline, clip_indices: tuple[int, ...], evaluator: Evaluator
+                     ) -> dict[str, dict[str, float]]:
+    """Total score and adherence of the prompts' own clips as rendered, and after a round trip
+    through the model's VAE (encode → decode): no generator decoded by this VAE can score
+    above the second, so it says how much of a gap is the VAE's and how much the model's."""
+    clips = [render_clip(heldout_seed(i)) for i in clip_indices]
+    decoded = []
+    for c in clips:
+        x = torch.from_numpy(c.frames).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1.0).to(pipe.device)
+        decoded.append(to_uint8_frames(StreamingDecoder(pipe.vae).decode(encode(pipe.vae, x))))
+    out = {}
+    for name, videos in (("real clips", [c.frames for c in clips]), ("real clips through the VAE", decoded)):
+        score = evaluator.score(videos, [c.attributes for c in clips])
+        out[name] = {"total_score": score["total_score"], "adherence": score["adherence"]}
+    return out
+
+
 def head_flops_share(preset: Preset) -> float:
     """FLOPs of the confidence head / FLOPs of a streaming forward of the first chunk.
 
@@ -204,8 +223,9 @@ def drift_markdown(rows: list[Row], segment_s: float) -> str:
     return "\n".join(lines)
 
 
-def pareto_plot(rows: list[Row], path: Path, title: str) -> None:
-    """Total score against NFE, one labelled point per schedule, the Pareto front drawn."""
+def pareto_plot(rows: list[Row], path: Path, title: str, references: dict[str, dict[str, float]]) -> None:
+    """Total score against NFE, one labelled point per schedule, the Pareto front drawn, and
+    the reference scores (`reference_scores`) as horizontal lines."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -221,6 +241,10 @@ def pareto_plot(rows: list[Row], path: Path, title: str) -> None:
             front.append(r)
             best = r.total_score
     ax.plot([r.nfe for r in front], [r.total_score for r in front], "--", color="grey", lw=1, zorder=2)
+    for (name, ref), style in zip(references.items(), (":", "-.")):
+        ax.axhline(ref["total_score"], ls=style, color="tab:green", lw=1)
+        ax.annotate(name, (0, ref["total_score"]), xycoords=("axes fraction", "data"), xytext=(4, -10),
+                    textcoords="offset points", fontsize=7, color="tab:green")
     ax.set_xlabel("NFE per video")
     ax.set_ylabel("total score (0–100)")
     ax.set_title(title, fontsize=9)
@@ -274,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         r.speedup_vs_fixed4 = r.fps / ref.fps
         r.nfe_vs_fixed4 = r.nfe / ref.nfe
     head_ms, forward_ms = head_time_share(pipe)
+    references = reference_scores(pipe, clips, evaluator) if evaluator is not None else {}
 
     device = f"{pipe.device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     header = (f"model {args.model}{' (RANDOM weights)' if args.random_init else ''}, {device}, "
@@ -281,6 +306,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{s.fps} fps")
     print(header + "\n")
     print(markdown(rows, args.seconds))
+    if references:
+        print()
+    for name, ref in references.items():
+        print(f"{name} (the same prompts and scenes): total score {ref['total_score']:.1f}, "
+              f"adherence {ref['adherence']:.1%}")
     if evaluator is None:
         print(f"\nquality: not measured (the world classifier judges 64×64 videos, this model makes "
               f"{s.width}×{s.height})")
@@ -296,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps([asdict(r) for r in rows], indent=2))
     if args.plot and evaluator is not None:
-        pareto_plot(rows, args.plot, header)
+        pareto_plot(rows, args.plot, header, references)
     return 0
 
 

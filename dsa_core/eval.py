@@ -6,7 +6,7 @@ exactly (the caption's attribute dictionary).  The metrics:
 
 - **adherence** (per attribute and overall): the share of windows in which the attribute
   classifier (`dsa_core.evalnet`) reads from the video exactly what the caption says —
-  background kind and colour, object count, and the sets of object colours, shapes and
+  background kind and colours, object count, and the sets of object colours, shapes and
   motions.  Windows follow the caption's scenes, so a cut is expected where it says.
 - **temporal**: half frame-to-frame similarity of the classifier's per-frame features
   (relative to real clips, capped at 1), half flicker — the mean absolute second temporal
@@ -34,7 +34,7 @@ from .world import heldout_seed, render_clip, sample_clip
 
 # Attributes a video should keep after its caption's clip has played (objects may leave,
 # stop or turn, but nothing should change colour or shape): what long-video drift is judged on.
-APPEARANCE = ("background", "bg_color", "colors", "shapes")
+APPEARANCE = ("background", "bg_colors", "colors", "shapes")
 REFERENCE_SEED0 = 100_000  # real reference clips: heldout_seed(REFERENCE_SEED0 + i), never a bench prompt
 
 LAPLACIAN = torch.tensor([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])[None, None]

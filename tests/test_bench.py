@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 
@@ -29,3 +30,6 @@ def test_bench_quick_rows(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "| fixed 4 |" in text and "confidence head" in text and "total score" in text
     assert "| schedule | 0–5 s | 5–10 s |" in text
+    refs = dict(re.findall(r"^(real clips.*) \(the same prompts and scenes\): total score ([\d.]+)", text, re.M))
+    assert list(refs) == ["real clips", "real clips through the VAE"]
+    assert float(refs["real clips"]) > float(refs["real clips through the VAE"]) + 20  # a random VAE loses the scene

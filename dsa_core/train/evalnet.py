@@ -38,7 +38,7 @@ CLIP_SEED0 = 4 * 10**7  # training clips of this stage: train_seed(CLIP_SEED0 + 
 
 @dataclass
 class EvalnetConfig(StageConfig):
-    steps: int = 6000
+    steps: int = 8000
     batch_size: int = 32
     lr: float = 2e-3
     # Many scenes, few windows each: with 1024 clips the classifier memorised them (train
@@ -46,15 +46,18 @@ class EvalnetConfig(StageConfig):
     clips: int = 8192
     windows_per_clip: int = 2
     heldout_clips: int = 128
-    channels: int = 32  # AttributeNet's width
+    channels: int = 64  # AttributeNet's width
+    blocks: int = 1  # AttributeNet's residual blocks per frame resolution
     max_blur: float = 1.2  # pixels (Gaussian sigma)
     noise: float = 0.04
 
     def validate(self) -> None:
         super().validate()
-        if min(self.clips, self.heldout_clips, self.windows_per_clip) < 1:
-            raise ValueError(f"clips={self.clips}, heldout_clips={self.heldout_clips} and windows_per_clip="
-                             f"{self.windows_per_clip} must be >= 1")
+        if min(self.clips, self.heldout_clips, self.windows_per_clip, self.channels) < 1:
+            raise ValueError(f"clips={self.clips}, heldout_clips={self.heldout_clips}, windows_per_clip="
+                             f"{self.windows_per_clip} and channels={self.channels} must be >= 1")
+        if self.blocks < 0:
+            raise ValueError(f"blocks={self.blocks} must be >= 0")
 
 
 def render_windows(seeds: list[int], cfg: EvalnetConfig, desc: str, per_clip: int | None = None
@@ -103,7 +106,7 @@ class EvalnetStage(Stage):
     def __init__(self, cfg: EvalnetConfig, run) -> None:
         super().__init__(cfg, run)
         torch.manual_seed(cfg.seed)
-        self.net = AttributeNet(width=cfg.channels).to(run.device).train()
+        self.net = AttributeNet(width=cfg.channels, blocks=cfg.blocks).to(run.device).train()
         self.opt = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=1e-4)
         seeds = [train_seed(CLIP_SEED0 + i) for i in range(cfg.clips)]
         self.frames, self.labels, self.maps = render_windows(seeds, cfg, "rendering training clips",
