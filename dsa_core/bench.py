@@ -30,6 +30,7 @@ from .eval import Evaluator
 from .evalnet import AttributeNet
 from .model import CausalWanModel
 from .pipeline import StreamingPipeline
+from .train.data import to_video_tensor
 from .vae import StreamingDecoder, encode, to_uint8_frames
 from .world import heldout_seed, render_clip
 
@@ -132,7 +133,6 @@ def run_once(pipe: StreamingPipeline, name: str, params: dict, clip_index: int, 
     tally.add(gen, events, latency, time.perf_counter() - start, clip.attributes)
 
 
-@torch.no_grad()
 def reference_scores(pipe: StreamingPipeline, clip_indices: tuple[int, ...], evaluator: Evaluator
                      ) -> dict[str, dict[str, float]]:
     """Total score and adherence of the prompts' own clips as rendered, and after a round trip
@@ -140,8 +140,8 @@ def reference_scores(pipe: StreamingPipeline, clip_indices: tuple[int, ...], eva
     above the second, so it says how much of a gap is the VAE's and how much the model's."""
     clips = [render_clip(heldout_seed(i)) for i in clip_indices]
     decoded = []
-    for c in clips:
-        x = torch.from_numpy(c.frames).permute(3, 0, 1, 2)[None].float().div(127.5).sub(1.0).to(pipe.device)
+    for c in clips:  # one at a time: 81-frame clips, memory bounded whatever the prompt count
+        x = to_video_tensor([c.frames]).to(pipe.device)
         decoded.append(to_uint8_frames(StreamingDecoder(pipe.vae).decode(encode(pipe.vae, x))))
     out = {}
     for name, videos in (("real clips", [c.frames for c in clips]), ("real clips through the VAE", decoded)):
