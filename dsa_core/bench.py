@@ -25,12 +25,15 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from .calibration import load_teacher
 from .config import WAN_1_3B, Preset
-from .eval import Evaluator
+from .eval import ATTRIBUTES, Evaluator
 from .evalnet import AttributeNet
 from .model import CausalWanModel
 from .pipeline import StreamingPipeline
 from .train.data import to_video_tensor
+from .train.ode import OdeConfig
+from .train.teacher import teacher_sample
 from .vae import StreamingDecoder, encode, to_uint8_frames
 from .world import heldout_seed, render_clip
 
@@ -68,6 +71,7 @@ class Row:
     speedup_vs_fixed4: float = 0.0
     nfe_vs_fixed4: float = 0.0
     segment_scores: list[float] = field(default_factory=list)
+    adherence_by_attribute: dict[str, float] = field(default_factory=dict)
     student: str = "dmd"  # the trained student the row ran on
 
 
@@ -97,6 +101,7 @@ class Tally:
             score = evaluator.score([v[:seg] for v in self.videos], self.attributes)
             row.total_score, row.adherence = score["total_score"], score["adherence"]
             row.temporal, row.sharpness, row.fidelity = score["temporal"], score["sharpness"], score["fidelity"]
+            row.adherence_by_attribute = score["adherence_by_attribute"]
             segments = min(len(v) for v in self.videos) // seg
             # Segment 1 is judged against the whole caption, later ones against its last scene.
             row.segment_scores = [row.total_score] + [
@@ -134,19 +139,45 @@ def run_once(pipe: StreamingPipeline, name: str, params: dict, clip_index: int, 
 
 
 def reference_scores(pipe: StreamingPipeline, clip_indices: tuple[int, ...], evaluator: Evaluator
-                     ) -> dict[str, dict[str, float]]:
-    """Total score and adherence of the prompts' own clips as rendered, and after a round trip
-    through the model's VAE (encode → decode): no generator decoded by this VAE can score
-    above the second, so it says how much of a gap is the VAE's and how much the model's."""
+                     ) -> dict[str, dict]:
+    """Scores of what bounds the students, on the same prompts: their own clips as rendered;
+    after a round trip through the model's VAE (encode → decode), above which nothing this VAE
+    decodes can score; and, where the weights ship it, the teacher's samples as the ODE stage
+    draws them, which is what distillation can at best pass on.  Each line tells how much of
+    a gap is the VAE's, the teacher's or the distillation's."""
     clips = [render_clip(heldout_seed(i)) for i in clip_indices]
-    decoded = []
+    videos = {"real clips": [c.frames for c in clips], "real clips through the VAE": []}
     for c in clips:  # one at a time: 81-frame clips, memory bounded whatever the prompt count
         x = to_video_tensor([c.frames]).to(pipe.device)
-        decoded.append(to_uint8_frames(StreamingDecoder(pipe.vae).decode(encode(pipe.vae, x))))
+        videos["real clips through the VAE"].append(
+            to_uint8_frames(StreamingDecoder(pipe.vae).decode(encode(pipe.vae, x))))
+    teacher_file = pipe.weights_dir / "teacher.safetensors" if pipe.weights_dir is not None else None
+    if teacher_file is not None and teacher_file.is_file():
+        ode = OdeConfig()
+        label = f"teacher ({ode.teacher_steps} steps, CFG {ode.cfg_scale:g})"
+        videos[label] = teacher_videos(pipe, load_teacher(pipe.weights_dir, pipe), clips, ode.teacher_steps,
+                                       ode.cfg_scale)
     out = {}
-    for name, videos in (("real clips", [c.frames for c in clips]), ("real clips through the VAE", decoded)):
-        score = evaluator.score(videos, [c.attributes for c in clips])
-        out[name] = {"total_score": score["total_score"], "adherence": score["adherence"]}
+    for name, vids in videos.items():
+        score = evaluator.score(vids, [c.attributes for c in clips])
+        out[name] = {k: score[k] for k in ("total_score", "adherence", "adherence_by_attribute")}
+    return out
+
+
+@torch.no_grad()
+def teacher_videos(pipe: StreamingPipeline, teacher: CausalWanModel, clips: list, steps: int, cfg_scale: float
+                   ) -> list[np.ndarray]:
+    """The bidirectional teacher's sample of each clip's caption over its whole training
+    length (21 latent frames), seeded per clip, decoded."""
+    m, s = pipe.preset.model, pipe.preset.sampling
+    uncond = teacher.prepare_text(pipe.text_encoder.encode([""]).to(pipe.device))
+    out = []
+    for i, c in enumerate(clips):
+        cond = teacher.prepare_text(pipe.text_encoder.encode([c.caption]).to(pipe.device))
+        shape = (1, m.in_dim, pipe.latent_frames(5.0), s.height // 8, s.width // 8)
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(i)).to(pipe.device)
+        x0, _ = teacher_sample(teacher, cond, uncond, noise, pipe.scheduler, steps, cfg_scale)
+        out.append(to_uint8_frames(StreamingDecoder(pipe.vae).decode(x0)))
     return out
 
 
@@ -213,6 +244,17 @@ def markdown(rows: list[Row], seconds: float) -> str:
     return "\n".join(lines)
 
 
+def attribute_markdown(rows: list[Row], references: dict[str, dict]) -> str:
+    """Adherence per attribute: the references first, then every schedule, so that where an
+    attribute is lost (VAE, teacher or distillation) reads down a column."""
+    lines = ["| video | " + " | ".join(ATTRIBUTES) + " | mean |", "|---|" + "---:|" * (len(ATTRIBUTES) + 1)]
+    named = [(name, ref["adherence_by_attribute"], ref["adherence"]) for name, ref in references.items()]
+    named += [(f"{r.schedule} ({r.student})", r.adherence_by_attribute, r.adherence) for r in rows]
+    for name, by, mean in named:
+        lines.append(f"| {name} | " + " | ".join(f"{by[k]:.0%}" for k in ATTRIBUTES) + f" | {mean:.1%} |")
+    return "\n".join(lines)
+
+
 def drift_markdown(rows: list[Row], segment_s: float) -> str:
     n = len(rows[0].segment_scores)
     lines = [
@@ -241,7 +283,7 @@ def pareto_plot(rows: list[Row], path: Path, title: str, references: dict[str, d
             front.append(r)
             best = r.total_score
     ax.plot([r.nfe for r in front], [r.total_score for r in front], "--", color="grey", lw=1, zorder=2)
-    for (name, ref), style in zip(references.items(), (":", "-.")):
+    for (name, ref), style in zip(references.items(), (":", "-.", "--")):
         ax.axhline(ref["total_score"], ls=style, color="tab:green", lw=1)
         ax.annotate(name, (0, ref["total_score"]), xycoords=("axes fraction", "data"), xytext=(4, -10),
                     textcoords="offset points", fontsize=7, color="tab:green")
@@ -311,6 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     for name, ref in references.items():
         print(f"{name} (the same prompts and scenes): total score {ref['total_score']:.1f}, "
               f"adherence {ref['adherence']:.1%}")
+    if references:
+        print("\nadherence per attribute:\n")
+        print(attribute_markdown(rows, references))
     if evaluator is None:
         print(f"\nquality: not measured (the world classifier judges 64×64 videos, this model makes "
               f"{s.width}×{s.height})")

@@ -18,7 +18,8 @@ exactly (the caption's attribute dictionary).  The metrics:
 
 total = 100 × Σ weight · sub-score with `EvalConfig.weights` (adherence 0.5, temporal 0.15,
 sharpness 0.15, fidelity 0.2): prompt adherence is what a text-to-video model is for, the rest
-says whether it looks like the world.  Real clips score about 95–100; noise scores near 0.
+says whether it looks like the world.  Real clips score 84–90 (the fewer, the lower: a small
+set's sharpness and Fréchet distance stray from the reference set's); noise scores near 0.
 """
 
 from __future__ import annotations

@@ -33,3 +33,21 @@ def test_bench_quick_rows(tmp_path, capsys):
     refs = dict(re.findall(r"^(real clips.*) \(the same prompts and scenes\): total score ([\d.]+)", text, re.M))
     assert list(refs) == ["real clips", "real clips through the VAE"]
     assert float(refs["real clips"]) > float(refs["real clips through the VAE"]) + 20  # a random VAE loses the scene
+
+
+@pytest.mark.slow
+def test_references_bound_the_students_with_the_shipped_teacher():
+    from dsa_core.eval import ATTRIBUTES, Evaluator
+    from dsa_core.evalnet import AttributeNet
+    from dsa_core.pipeline import StreamingPipeline
+
+    pipe = StreamingPipeline.from_preset("tiny")
+    refs = bench.reference_scores(pipe, (0,), Evaluator(AttributeNet.shipped()))
+    assert [name.split(" (")[0] for name in refs] == ["real clips", "real clips through the VAE", "teacher"]
+    for ref in refs.values():
+        assert set(ref["adherence_by_attribute"]) == set(ATTRIBUTES)
+        assert ref["adherence"] == pytest.approx(sum(ref["adherence_by_attribute"].values()) / len(ATTRIBUTES))
+    teacher = refs[list(refs)[2]]
+    assert refs["real clips"]["total_score"] > teacher["total_score"]
+    table = bench.attribute_markdown([], refs)
+    assert all(f"| {name} |" in table for name in refs)
