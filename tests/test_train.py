@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from dsa_core.train import STAGES
 from dsa_core.train.__main__ import main as train_main
 from dsa_core.train.common import Run, load_config, run_stage, set_lr
+from dsa_core.train.teacher import OBJECT_PROBE_SIGMAS, object_cell_errors
 
 TOY_MODEL = {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "freq_dim": 32, "conf_hidden": 16}
 TOY = {
@@ -61,6 +62,9 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
             shown = len(range(0, 1 + 4 * (6 - 1), 8))  # every 8th of the 21 frames of 6 latent frames
             cell = 2 * 32 + 2  # 32 px at scale 2, and the gap
             assert Image.open(folder / "samples.png").size == (2 + shown * cell, 2 + 2 * 4 * cell)
+            probe = json.loads((folder / "object_errors.json").read_text())
+            assert 0 < probe["object_cell_share"] < 1 and probe["no_objects"] > 0
+            assert set(probe["sigmas"]) == {str(s) for s in OBJECT_PROBE_SIGMAS}
         if stage == "text":
             accuracy = json.loads((folder / "final" / "slot_accuracy.json").read_text())["heldout_slot_accuracy"]
             assert 0.0 <= accuracy <= 1.0
@@ -226,3 +230,29 @@ def test_text_stage_learns_to_read_captions(tmp_path):
     rows = train(tmp_path, "text", steps=40, batch_size=16, captions=200, log_every=10, ckpt_every=40)
     first, last = rows[0]["slots"], sum(r["slots"] for r in rows[-5:]) / 5
     assert last < 0.6 * first, (first, last)
+
+
+def test_object_probe_tells_a_denoiser_that_keeps_objects_from_one_that_drops_them():
+    x0 = torch.randn(2, 4, 3, 4, 4, generator=torch.Generator().manual_seed(1))  # not the probe's noise seed
+    mask = torch.zeros(2, 1, 3, 4, 4)
+    mask[..., 1:3, 1:3] = 1.0
+    x_empty = x0 * (1 - mask)  # the same clips with the object cells blanked
+
+    def oracle(x_t, sigma):
+        return x0
+
+    def drops_objects(x_t, sigma):
+        return x_empty
+
+    def identity(x_t, sigma):  # predicts x0 = x_t: its error grows with the noise
+        return x_t
+
+    perfect = object_cell_errors(oracle, x0, x_empty, mask)
+    assert perfect["object_cell_share"] == pytest.approx(0.25)
+    assert all(v["objects"] == 0 and v["background"] == 0 for v in perfect["sigmas"].values())
+    dropped = object_cell_errors(drops_objects, x0, x_empty, mask)
+    assert all(v["objects"] == pytest.approx(dropped["no_objects"]) and v["background"] == 0
+               for v in dropped["sigmas"].values())
+    assert dropped["no_objects"] == pytest.approx(float((x0 ** 2 * mask).sum() / (4 * mask.sum())))
+    noisy = [v["objects"] for v in object_cell_errors(identity, x0, x_empty, mask)["sigmas"].values()]
+    assert noisy == sorted(noisy) and noisy[0] > 0
