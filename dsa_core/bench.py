@@ -151,8 +151,7 @@ def reference_scores(pipe: StreamingPipeline, clip_indices: tuple[int, ...], eva
         x = to_video_tensor([c.frames]).to(pipe.device)
         videos["real clips through the VAE"].append(
             to_uint8_frames(StreamingDecoder(pipe.vae).decode(encode(pipe.vae, x))))
-    teacher_file = pipe.weights_dir / "teacher.safetensors" if pipe.weights_dir is not None else None
-    if teacher_file is not None and teacher_file.is_file():
+    if pipe.weights_dir is not None and (pipe.weights_dir / "teacher.safetensors").is_file():
         ode = OdeConfig()
         label = f"teacher ({ode.teacher_steps} steps, CFG {ode.cfg_scale:g})"
         videos[label] = teacher_videos(pipe, load_teacher(pipe.weights_dir, pipe), clips, ode.teacher_steps,
@@ -171,10 +170,10 @@ def teacher_videos(pipe: StreamingPipeline, teacher: CausalWanModel, clips: list
     length (21 latent frames), seeded per clip, decoded."""
     m, s = pipe.preset.model, pipe.preset.sampling
     uncond = teacher.prepare_text(pipe.text_encoder.encode([""]).to(pipe.device))
+    shape = (1, m.in_dim, pipe.latent_frames(5.0), s.height // 8, s.width // 8)
     out = []
     for i, c in enumerate(clips):
         cond = teacher.prepare_text(pipe.text_encoder.encode([c.caption]).to(pipe.device))
-        shape = (1, m.in_dim, pipe.latent_frames(5.0), s.height // 8, s.width // 8)
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(i)).to(pipe.device)
         x0, _ = teacher_sample(teacher, cond, uncond, noise, pipe.scheduler, steps, cfg_scale)
         out.append(to_uint8_frames(StreamingDecoder(pipe.vae).decode(x0)))
@@ -350,10 +349,9 @@ def main(argv: list[str] | None = None) -> int:
     print(markdown(rows, args.seconds))
     if references:
         print()
-    for name, ref in references.items():
-        print(f"{name} (the same prompts and scenes): total score {ref['total_score']:.1f}, "
-              f"adherence {ref['adherence']:.1%}")
-    if references:
+        for name, ref in references.items():
+            print(f"{name} (the same prompts and scenes): total score {ref['total_score']:.1f}, "
+                  f"adherence {ref['adherence']:.1%}")
         print("\nadherence per attribute:\n")
         print(attribute_markdown(rows, references))
     if evaluator is None:

@@ -277,11 +277,12 @@ class TeacherStage(Stage):
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, str(folder / "teacher.safetensors"))
         self.text_ema.save_pretrained(folder / "text_encoder")
-        self.preview(self.folder / "samples.png")
-        self.object_probe(self.folder / "object_errors.json")
+        vae = load_vae(Stage.final_dir(self.cfg, "vae"), self.run.device)
+        self.preview(vae, self.folder / "samples.png")
+        self.object_probe(vae, self.folder / "object_errors.json")
 
     @torch.no_grad()
-    def preview(self, path: Path, clips: int = 4) -> None:
+    def preview(self, vae: AutoencoderKLWan, path: Path, clips: int = 4) -> None:
         """A contact sheet: per held-out clip, a row of its frames, then a row of the teacher's
         sample of its caption (every 8th frame), sampled as the ODE stage will sample it.
 
@@ -291,7 +292,6 @@ class TeacherStage(Stage):
         from .ode import OdeConfig  # not at the top: the ODE stage imports this module
 
         ode, device = OdeConfig(), self.run.device
-        vae = load_vae(Stage.final_dir(self.cfg, "vae"), device)
         world = world_config(self.cfg.height, self.cfg.width, self.cfg.num_frames)
         g = torch.Generator().manual_seed(self.cfg.seed)
         uncond = self.ema.prepare_text(self.text_ema.encode([""]).to(device))
@@ -307,16 +307,15 @@ class TeacherStage(Stage):
         Image.fromarray(contact_sheet(rows, scale=2)).save(path)
 
     @torch.no_grad()
-    def object_probe(self, path: Path, clips: int = 8) -> None:
+    def object_probe(self, vae: AutoencoderKLWan, path: Path, clips: int = 8) -> None:
         """`object_cell_errors` of the EMA teacher on held-out clips, as JSON."""
         device, cfg = self.run.device, self.cfg
-        vae = load_vae(Stage.final_dir(cfg, "vae"), device)
         world = world_config(cfg.height, cfg.width, cfg.num_frames)
         x0, x_empty, mask, captions = object_probe_clips(vae, world, clips, cfg.latent_frames)
         text = self.ema.prepare_text(self.text_ema.encode(captions).to(device))
 
         def predict_x0(x_t: torch.Tensor, sigma: float) -> torch.Tensor:
             t = x_t.new_full(x_t.shape[:1] + x_t.shape[2:3], sigma * self.scheduler.num_train_timesteps)
-            return x_t - sigma * self.ema(x_t, t, text, causal=False).flow
+            return self.scheduler.to_x0(x_t, self.ema(x_t, t, text, causal=False).flow, sigma)
 
         path.write_text(json.dumps(object_cell_errors(predict_x0, x0, x_empty, mask), indent=2))
