@@ -31,6 +31,7 @@ from dsa_core.evalnet import AttributeNet
 from dsa_core.media import Mp4Writer, write_mp4
 from dsa_core.pipeline import ChunkEvent, Generation, StreamingPipeline
 from dsa_core.schedules import SCHEDULES
+from dsa_core.world import WORLDS
 
 OUTPUT_DIR = Path(os.environ.get("DSA_OUTPUT_DIR", Path(tempfile.gettempdir()) / "dsa_video_outputs"))
 
@@ -54,8 +55,11 @@ class Limits:
 LIMITS = Limits()
 # Held-out world captions (never trained on): for these the app knows what the video should
 # show, so Compare can score it.  Any other prompt is generated but not scored.
-KNOWN_CAPTIONS = caption_attributes(range(64))
-EXAMPLES = [caption for i, caption in enumerate(KNOWN_CAPTIONS) if i in (23, 5, 4)]
+KNOWN_CAPTIONS = {**caption_attributes(range(64)), **caption_attributes(range(16), WORLDS["simple"])}
+# First two one-object prompts, whose colours the shipped model follows (README, Benchmark),
+# then two of the full world's, which it mostly does not.
+EXAMPLES = [list(caption_attributes((i,), WORLDS[world]))[0]
+            for world, i in (("simple", 3), ("simple", 6), ("full", 23), ("full", 4))]
 # Which widget feeds which constructor argument of each schedule.
 PARAMS = {
     "fixed": {"steps": "steps"},

@@ -35,7 +35,7 @@ from .train.data import to_video_tensor
 from .train.ode import OdeConfig
 from .train.teacher import teacher_sample
 from .vae import StreamingDecoder, encode, to_uint8_frames
-from .world import heldout_seed, render_clip
+from .world import WORLDS, Clip, heldout_seed, render_clip
 
 # (label, schedule name, parameters): the rows of DSA's Table 2 plus FFE and diagonal.
 ROWS: list[tuple[str, str, dict]] = [
@@ -125,9 +125,8 @@ def runs(pipe: StreamingPipeline) -> list[tuple[str, str, dict, StreamingPipelin
     return plan
 
 
-def run_once(pipe: StreamingPipeline, name: str, params: dict, clip_index: int, seed: int, seconds: float,
+def run_once(pipe: StreamingPipeline, name: str, params: dict, clip: Clip, seed: int, seconds: float,
              tally: Tally) -> None:
-    clip = render_clip(heldout_seed(clip_index))
     gen = pipe.generate(clip.caption, name, seconds=seconds, seed=seed, **params)
     start = time.perf_counter()
     events, latency = [], 0.0
@@ -138,14 +137,12 @@ def run_once(pipe: StreamingPipeline, name: str, params: dict, clip_index: int, 
     tally.add(gen, events, latency, time.perf_counter() - start, clip.attributes)
 
 
-def reference_scores(pipe: StreamingPipeline, clip_indices: tuple[int, ...], evaluator: Evaluator
-                     ) -> dict[str, dict]:
+def reference_scores(pipe: StreamingPipeline, clips: list[Clip], evaluator: Evaluator) -> dict[str, dict]:
     """Scores of what bounds the students, on the same prompts: their own clips as rendered;
     after a round trip through the model's VAE (encode → decode), above which nothing this VAE
     decodes can score; and, where the weights ship it, the teacher's samples as the ODE stage
     draws them, which is what distillation can at best pass on.  Each line tells how much of
     a gap is the VAE's, the teacher's or the distillation's."""
-    clips = [render_clip(heldout_seed(i)) for i in clip_indices]
     videos = {"real clips": [c.frames for c in clips], "real clips through the VAE": []}
     for c in clips:  # one at a time: 81-frame clips, memory bounded whatever the prompt count
         x = to_video_tensor([c.frames]).to(pipe.device)
@@ -300,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 prompts × 1 seed (about two minutes on 2 CPU cores)")
     ap.add_argument("--seconds", type=float, default=5.0, help="video length; above 5 s, drift per 5 s segment")
     ap.add_argument("--prompts", type=int, default=len(PROMPT_CLIPS), help="held-out world captions to use")
+    ap.add_argument("--world", choices=list(WORLDS), default="full",
+                    help="draw the prompts from the whole world or from one-object, solid-background clips")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--random-init", action="store_true", help="random weights: times the machinery")
@@ -319,18 +318,19 @@ def main(argv: list[str] | None = None) -> int:
     elif args.plot:
         ap.error(f"--plot needs quality scores, which are measured on 64×64 videos only ({args.model} makes "
                  f"{s.width}×{s.height})")
-    clips, seeds = (PROMPT_CLIPS[:2], [0]) if args.quick else (PROMPT_CLIPS[: args.prompts], list(range(args.seeds)))
+    indices, seeds = (PROMPT_CLIPS[:2], [0]) if args.quick else (PROMPT_CLIPS[: args.prompts], list(range(args.seeds)))
+    clips = [render_clip(heldout_seed(i), WORLDS[args.world]) for i in indices]
     # Warm-up: first calls pay for allocations and kernel selection.
     list(pipe.generate(render_clip(heldout_seed(0)).caption, "fixed", seconds=1, seed=0, steps=1))
 
     # Schedules take turns on each (prompt, seed), so drift in machine speed hits all alike.
     plan = runs(pipe)
     tallies = {label: Tally() for label, *_ in plan}
-    for clip in clips:
+    for index, clip in zip(indices, clips):
         for seed in seeds:
             for label, name, params, runner in plan:
                 run_once(runner, name, params, clip, seed, args.seconds, tallies[label])
-            print(f"  done: held-out clip {clip}, seed {seed}", file=sys.stderr)
+            print(f"  done: held-out clip {index}, seed {seed}", file=sys.stderr)
     rows = [tallies[label].row(label, evaluator) for label, *_ in plan]
     for row, (_, _, _, runner) in zip(rows, plan):
         row.student = runner.student
@@ -343,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
 
     device = f"{pipe.device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     header = (f"model {args.model}{' (RANDOM weights)' if args.random_init else ''}, {device}, "
-              f"{len(clips)} prompts × {len(seeds)} seeds, {args.seconds:g} s videos at {s.width}×{s.height}, "
+              f"{len(clips)} {args.world}-world prompts × {len(seeds)} seeds, "
+              f"{args.seconds:g} s videos at {s.width}×{s.height}, "
               f"{s.fps} fps")
     print(header + "\n")
     print(markdown(rows, args.seconds))

@@ -31,7 +31,7 @@ from torch.nn import functional as F
 
 from .config import EVAL, EvalConfig
 from .evalnet import ATTRIBUTES, AttributeNet, exact_match, predictions, to_input, window_frames, window_labels, windows
-from .world import heldout_seed, render_clip, sample_clip
+from .world import DEFAULT_CONFIG, WorldConfig, heldout_seed, render_clip, sample_clip
 
 # Attributes a video should keep after its caption's clip has played (objects may leave,
 # stop or turn, but nothing should change colour or shape): what long-video drift is judged on.
@@ -62,9 +62,9 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * covmean))
 
 
-def caption_attributes(indices: range | tuple[int, ...]) -> dict[str, dict]:
+def caption_attributes(indices: range | tuple[int, ...], world: WorldConfig = DEFAULT_CONFIG) -> dict[str, dict]:
     """Captions of held-out world clips and what each one says (no rendering needed)."""
-    clips = [sample_clip(heldout_seed(i)) for i in indices]
+    clips = [sample_clip(heldout_seed(i), world) for i in indices]
     return {c.caption: c.attributes for c in clips}
 
 

@@ -7,13 +7,16 @@ import re
 import pytest
 
 from dsa_core import bench
+from dsa_core.world import heldout_seed, render_clip
 
 
 @pytest.mark.slow
 def test_bench_quick_rows(tmp_path, capsys):
     out, plot = tmp_path / "bench.json", tmp_path / "pareto.png"
     # 10.5 s: past the 21-frame rolling window, and two 5 s segments for the drift table.
-    assert bench.main(["--quick", "--seconds", "10.5", "--random-init", "--json", str(out), "--plot", str(plot)]) == 0
+    # The simple world's prompts: the full world's run in the test below and in the bench itself.
+    assert bench.main(["--quick", "--seconds", "10.5", "--random-init", "--world", "simple", "--json", str(out),
+                       "--plot", str(plot)]) == 0
     rows = {r["schedule"]: r for r in json.loads(out.read_text())}
     assert list(rows) == [label for label, _, _ in bench.ROWS]  # random weights: one student, one row each
     assert {r["student"] for r in rows.values()} == {"dmd"}
@@ -29,6 +32,7 @@ def test_bench_quick_rows(tmp_path, capsys):
     assert plot.stat().st_size > 0
     text = capsys.readouterr().out
     assert "| fixed 4 |" in text and "confidence head" in text and "total score" in text
+    assert "2 simple-world prompts × 1 seeds" in text
     assert "| schedule | 0–5 s | 5–10 s |" in text
     refs = dict(re.findall(r"^(real clips.*) \(the same prompts and scenes\): total score ([\d.]+)", text, re.M))
     assert list(refs) == ["real clips", "real clips through the VAE"]
@@ -42,7 +46,7 @@ def test_references_bound_the_students_with_the_shipped_teacher():
     from dsa_core.pipeline import StreamingPipeline
 
     pipe = StreamingPipeline.from_preset("tiny")
-    refs = bench.reference_scores(pipe, (0,), Evaluator(AttributeNet.shipped()))
+    refs = bench.reference_scores(pipe, [render_clip(heldout_seed(0))], Evaluator(AttributeNet.shipped()))
     assert [name.split(" (")[0] for name in refs] == ["real clips", "real clips through the VAE", "teacher"]
     for ref in refs.values():
         assert set(ref["adherence_by_attribute"]) == set(ATTRIBUTES)

@@ -14,7 +14,9 @@ from dsa_core.world import (
     COLORS,
     MOTIONS,
     SHAPES,
+    SIMPLE_CONFIG,
     SYNONYMS,
+    WORLDS,
     WorldConfig,
     caption_corpus,
     heldout_seed,
@@ -69,6 +71,13 @@ def _simple(a: dict, motion: str | None = None, n_obj: int = 1) -> bool:
         and a["num_objects"] == n_obj
         and (motion is None or a["objects"][0]["motion"] == motion)
     )
+
+
+def test_simple_world_draws_one_object_on_a_solid_background():
+    for i in range(32):
+        spec = sample_clip(heldout_seed(i), SIMPLE_CONFIG)
+        assert _simple(spec.attributes), spec.caption
+    assert WORLDS["simple"] is SIMPLE_CONFIG and WORLDS["full"] == WorldConfig()
 
 
 def _alpha(frames: np.ndarray, bg: str, color: str) -> np.ndarray:

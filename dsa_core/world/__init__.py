@@ -88,7 +88,16 @@ kind, the pan, and a cut as "...; then the scene cuts to <background> where ..."
 drawn from `SYNONYMS` by the same seeded generator.
 """
 
-from .config import DEFAULT_CONFIG, HELDOUT_OFFSET, WorldConfig, heldout_seed, is_heldout, train_seed
+from .config import (
+    DEFAULT_CONFIG,
+    HELDOUT_OFFSET,
+    SIMPLE_CONFIG,
+    WORLDS,
+    WorldConfig,
+    heldout_seed,
+    is_heldout,
+    train_seed,
+)
 from .render import Clip, object_centres, object_map, render_clip, render_spec, shape_sdf
 from .scene import ClipSpec, caption_corpus, sample_clip, scene_at
 from .vocab import (
@@ -115,8 +124,10 @@ __all__ = [
     "MOTION_SYNONYMS",
     "SHAPES",
     "SHAPE_SYNONYMS",
+    "SIMPLE_CONFIG",
     "SIZES",
     "SYNONYMS",
+    "WORLDS",
     "WorldConfig",
     "caption_corpus",
     "heldout_seed",
