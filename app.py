@@ -31,7 +31,7 @@ from dsa_core.evalnet import AttributeNet
 from dsa_core.media import Mp4Writer, write_mp4
 from dsa_core.pipeline import ChunkEvent, Generation, StreamingPipeline
 from dsa_core.schedules import SCHEDULES
-from dsa_core.world import WORLDS
+from dsa_core.world import WORLDS, heldout_seed, sample_clip
 
 OUTPUT_DIR = Path(os.environ.get("DSA_OUTPUT_DIR", Path(tempfile.gettempdir()) / "dsa_video_outputs"))
 
@@ -58,7 +58,7 @@ LIMITS = Limits()
 KNOWN_CAPTIONS = {**caption_attributes(range(64)), **caption_attributes(range(16), WORLDS["simple"])}
 # First two one-object prompts, whose colours the shipped model follows (README, Benchmark),
 # then two of the full world's, which it mostly does not.
-EXAMPLES = [list(caption_attributes((i,), WORLDS[world]))[0]
+EXAMPLES = [sample_clip(heldout_seed(i), WORLDS[world]).caption
             for world, i in (("simple", 3), ("simple", 6), ("full", 23), ("full", 4))]
 # Which widget feeds which constructor argument of each schedule.
 PARAMS = {
