@@ -23,7 +23,8 @@ TOY = {
     # The long-clip phase starts at step 1, so the resumed step is a long-clip one.
     "vae": {"clip_frames": 5, "long_clip_frames": 9, "long_from_step": 1, "stats_clips": 4, "batch_size": 2},
     "text": {"captions": 300, "heldout_captions": 20},
-    "teacher": {"dataset_clips": 4, "short_dataset_clips": 4, "long_from_step": 1},
+    # Eager here: compiling costs more than the toy steps (test_compiled_teacher_matches_eager).
+    "teacher": {"dataset_clips": 4, "short_dataset_clips": 4, "long_from_step": 1, "compile": False},
     "ode": {"trajectories": 4, "teacher_steps": 4},
     "dmd": {"critic_steps": 1, "captions": 50},
     "asd": {"critic_steps": 1, "captions": 50},
@@ -80,6 +81,25 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
     student = load_file(str(tmp_path / "run" / "dmd" / "final" / "student.safetensors"))
     assert head and all(k.startswith("confidence_head.") for k in head)
     assert any(not torch.equal(v, student[k]) for k, v in head.items())
+
+
+@pytest.mark.slow
+def test_compiled_teacher_matches_eager(tmp_path):
+    """The recipe compiles the teacher's forward: an eager run's checkpoint, resumed compiled,
+    gives the eager run's next loss and final weights."""
+    train(tmp_path, "vae")
+    train(tmp_path, "text")
+    eager = train(tmp_path, "teacher")
+    final = tmp_path / "run" / "teacher" / "final" / "teacher.safetensors"
+    eager_weights = load_file(str(final))
+    shutil.rmtree(tmp_path / "run" / "teacher")
+    compiled = train(tmp_path, "teacher", steps=1)
+    compiled += train(tmp_path, "teacher", compile=True, resume=True)
+    assert [r["step"] for r in compiled] == [0, 1]
+    for a, b in zip(eager, compiled):
+        assert b["flow"] == pytest.approx(a["flow"], rel=1e-4)
+    for k, v in load_file(str(final)).items():
+        torch.testing.assert_close(v, eager_weights[k], rtol=1e-4, atol=1e-5)
 
 
 def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):

@@ -323,8 +323,9 @@ def run_stage(stage: Stage, resume: bool = False) -> list[dict]:
         raise ValueError(f"{ckpt} exists: pass --resume to continue it, or choose another out_dir")
     if ckpt.is_file():
         state = load_checkpoint(ckpt)
-        # A run may be extended (more steps) or logged differently; anything else would mix recipes.
-        free = {"steps", "ckpt_every", "log_every"}
+        # A run may be extended (more steps), logged differently or switch compiling on or off;
+        # anything else would mix recipes.
+        free = {"steps", "ckpt_every", "log_every", "compile"}
         changed = sorted(
             k for k, v in dataclasses.asdict(cfg).items() if k not in free and state["config"].get(k) != v
         )

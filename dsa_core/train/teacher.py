@@ -58,6 +58,11 @@ class TeacherConfig(StageConfig):
     weight_decay: float = 0.01
     ema_decay: float = 0.995
     caption_dropout: float = 0.1
+    # torch.compile the teacher's training forward: whole steps (text encoder, AdamW and EMAs
+    # included) 1.25× faster on 9-frame clips and 1.15× on 81-frame ones on 2 CPU cores, for
+    # about 100 s of compiling per phase and per resume.  Numerics differ from eager in the
+    # last bits only; a run may switch it when resumed.
+    compile: bool = True
 
     def validate(self) -> None:
         super().validate()
@@ -93,7 +98,7 @@ def add_random_noise(x0: torch.Tensor, g: torch.Generator, scheduler: FlowMatchS
     return scheduler.add_noise(x0, noise, s), t, s, noise
 
 
-def flow_loss(model: CausalWanModel, text, x0: torch.Tensor, g: torch.Generator, scheduler: FlowMatchScheduler,
+def flow_loss(model: torch.nn.Module, text, x0: torch.Tensor, g: torch.Generator, scheduler: FlowMatchScheduler,
               causal: bool = False) -> torch.Tensor:
     """Plain flow matching: predict v = ε − x0 from x_t at one σ per sample."""
     x_t, t, _, noise = add_random_noise(x0, g, scheduler)
@@ -225,6 +230,9 @@ class TeacherStage(Stage):
         self.text.to(run.device).train()
         self.teacher = CausalWanModel(p.model).to(run.device).train()
         self.ema = copy.deepcopy(self.teacher).requires_grad_(False)
+        # The compiled wrapper shares the teacher's parameters; checkpoints save the teacher
+        # itself, so their keys do not depend on this switch.  One graph per clip length.
+        self.forward = torch.compile(self.teacher, dynamic=False) if cfg.compile else self.teacher
         self.text_ema = copy.deepcopy(self.text).requires_grad_(False)
         self.opt = torch.optim.AdamW(
             [
@@ -267,7 +275,7 @@ class TeacherStage(Stage):
         drop = torch.rand(len(captions), generator=g) < cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         text = self.teacher.prepare_text(self.text.encode(captions))
-        loss = flow_loss(self.teacher, text, x0.to(self.run.device), g, self.scheduler)
+        loss = flow_loss(self.forward, text, x0.to(self.run.device), g, self.scheduler)
         optimizer_step(loss, self.opt, self.run)
         ema_update(self.ema, self.teacher, self.cfg.ema_decay)
         ema_update(self.text_ema, self.text, self.cfg.ema_decay)
