@@ -232,7 +232,7 @@ class TeacherStage(Stage):
         self.ema = copy.deepcopy(self.teacher).requires_grad_(False)
         # The compiled wrapper shares the teacher's parameters; checkpoints save the teacher
         # itself, so their keys do not depend on this switch.  One graph per clip length.
-        self.forward = torch.compile(self.teacher, dynamic=False) if cfg.compile else self.teacher
+        self.teacher_forward = torch.compile(self.teacher, dynamic=False) if cfg.compile else self.teacher
         self.text_ema = copy.deepcopy(self.text).requires_grad_(False)
         self.opt = torch.optim.AdamW(
             [
@@ -275,7 +275,7 @@ class TeacherStage(Stage):
         drop = torch.rand(len(captions), generator=g) < cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         text = self.teacher.prepare_text(self.text.encode(captions))
-        loss = flow_loss(self.forward, text, x0.to(self.run.device), g, self.scheduler)
+        loss = flow_loss(self.teacher_forward, text, x0.to(self.run.device), g, self.scheduler)
         optimizer_step(loss, self.opt, self.run)
         ema_update(self.ema, self.teacher, self.cfg.ema_decay)
         ema_update(self.text_ema, self.text, self.cfg.ema_decay)
