@@ -270,9 +270,15 @@ def pareto_plot(rows: list[Row], path: Path, title: str, references: dict[str, d
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for r in rows:
+    placed: list[Row] = []
+    for r in sorted(rows, key=lambda r: -r.total_score):
         ax.scatter(r.nfe, r.total_score, color="tab:red" if r.schedule == "adaptive" else "tab:blue", zorder=3)
-        ax.annotate(r.schedule, (r.nfe, r.total_score), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        # Schedules at the same NFE and score (FFE 1* and adaptive, a recipe's two students)
+        # would print their labels over each other: stack each under its neighbours' labels.
+        below = sum(abs(p.nfe - r.nfe) < 1.0 and abs(p.total_score - r.total_score) < 2.0 for p in placed)
+        ax.annotate(r.schedule, (r.nfe, r.total_score), textcoords="offset points", xytext=(4, 4 - 9 * below),
+                    fontsize=8)
+        placed.append(r)
     front, best = [], float("-inf")
     for r in sorted(rows, key=lambda r: (r.nfe, -r.total_score)):
         if r.total_score > best:
@@ -283,6 +289,8 @@ def pareto_plot(rows: list[Row], path: Path, title: str, references: dict[str, d
         ax.axhline(ref["total_score"], ls=style, color="tab:green", lw=1)
         ax.annotate(name, (0, ref["total_score"]), xycoords=("axes fraction", "data"), xytext=(4, -10),
                     textcoords="offset points", fontsize=7, color="tab:green")
+    # Room under the lowest point for the labels stacked beneath it.
+    ax.set_ylim(bottom=max(0.0, min(r.total_score for r in rows) - 6))
     ax.set_xlabel("NFE per video")
     ax.set_ylabel("total score (0–100)")
     ax.set_title(title, fontsize=9)
