@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-import imageio_ffmpeg
 import numpy as np
 
 
@@ -24,6 +23,10 @@ class Mp4Writer:
 
     def write(self, frames: np.ndarray) -> None:
         if self._gen is None:
+            # Imported here, not at the top: a training host (which only writes PNG sheets
+            # through this module) needs no ffmpeg binary.
+            import imageio_ffmpeg
+
             h, w = frames.shape[1:3]
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._gen = imageio_ffmpeg.write_frames(

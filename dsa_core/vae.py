@@ -69,7 +69,7 @@ def encode(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
 
     Uses the posterior mode (no sampling), so encoding is deterministic.
     """
-    z = vae.encode(video.to(vae.dtype)).latent_dist.mode()
+    z = vae.encode(video.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
     return vae_to_latents(vae, z)
 
 

@@ -276,3 +276,22 @@ def test_object_probe_tells_a_denoiser_that_keeps_objects_from_one_that_drops_th
     assert dropped["no_objects"] == pytest.approx(float((x0 ** 2 * mask).sum() / (4 * mask.sum())))
     noisy = [v["objects"] for v in object_cell_errors(identity, x0, x_empty, mask)["sigmas"].values()]
     assert noisy == sorted(noisy) and noisy[0] > 0
+
+
+def test_latent_cache_is_the_same_whatever_the_worker_count(tmp_path):
+    """Clips render in a process pool; the cache must still be a function of the seeds alone."""
+    from dsa_core.config import TINY
+    from dsa_core.train.data import LatentCache, to_video_tensor, world_config
+    from dsa_core.vae import encode, make_vae
+    from dsa_core.world import render_clip, train_seed
+
+    torch.manual_seed(0)
+    vae = make_vae(TINY.vae)
+    world = world_config(32, 32, 5)
+    for workers in (1, 2):
+        LatentCache.build(tmp_path / f"{workers}.pt", vae, 11, world, workers=workers)  # 11: a partial last batch
+    one, two = LatentCache.load(tmp_path / "1.pt"), LatentCache.load(tmp_path / "2.pt")
+    assert one.captions == two.captions == [render_clip(train_seed(i), world).caption for i in range(11)]
+    assert torch.equal(one.latents, two.latents) and one.latents.shape == (11, 16, 2, 4, 4)
+    clip = to_video_tensor([render_clip(train_seed(10), world).frames])
+    torch.testing.assert_close(one.latents[10:].float(), encode(vae, clip).half().float())

@@ -127,6 +127,9 @@ class Run:
     @classmethod
     def from_env(cls) -> Run:
         """Join the process group torchrun describes (gloo on CPU, nccl on CUDA), if any."""
+        if torch.cuda.is_available():
+            # TF32 matmuls (fp32 accumulation), as GPU training of DiTs runs; the CPU is unaffected.
+            torch.set_float32_matmul_precision("high")
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
             return cls(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
@@ -147,6 +150,12 @@ class Run:
 def step_generator(seed: int, step: int, rank: int) -> torch.Generator:
     """All randomness of one step on one rank, independent of how the run got there."""
     return torch.Generator().manual_seed((seed * 1_000_003 + step) * 1009 + rank)
+
+
+def device_generator(g: torch.Generator, device: torch.device) -> torch.Generator:
+    """A generator on `device` seeded from `g`, so that big noise tensors are drawn where they
+    are used: on a GPU, drawing a batch's noise on the CPU and copying it costs more than the step."""
+    return torch.Generator(device).manual_seed(int(torch.randint(0, 2**62, (1,), generator=g)))
 
 
 def average_gradients(params: list[nn.Parameter], run: Run) -> None:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from functools import partial
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -45,6 +49,10 @@ class LatentCache:
     def __len__(self) -> int:
         return len(self.captions)
 
+    def to(self, device: torch.device) -> LatentCache:
+        """The latents on `device`: on a GPU a batch is then gathered there, not copied over each step."""
+        return LatentCache(self.latents.to(device), self.captions)
+
     def batch(self, g: torch.Generator, size: int) -> tuple[torch.Tensor, list[str]]:
         idx = random_indices(g, size, len(self))
         return self.latents[idx].float(), [self.captions[i] for i in idx]
@@ -55,14 +63,23 @@ class LatentCache:
         return cls(state["latents"], state["captions"])
 
     @staticmethod
-    def build(path: Path, vae, n: int, cfg: WorldConfig, batch: int = 8) -> None:
-        """Render and encode training clips 0..n-1 into `path` (written atomically)."""
+    def build(path: Path, vae, n: int, cfg: WorldConfig, workers: int | None = None) -> None:
+        """Render and encode training clips 0..n-1 into `path` (written atomically).
+
+        Clips render in `workers` processes (default: every core) while the VAE encodes the
+        previous batch where it lives; a GPU takes bigger batches.  The result does not depend
+        on either: each clip is a function of its seed.
+        """
+        batch = 256 if vae.device.type == "cuda" else 8
         latents, captions = [], []
-        with torch.no_grad():
+        # spawn, not fork: the parent may hold CUDA and torch's thread pools.
+        pool = multiprocessing.get_context("spawn").Pool(workers or os.cpu_count() or 1)
+        with pool, torch.no_grad():
+            clips = pool.imap(partial(render_clip, cfg=cfg), map(train_seed, range(n)), chunksize=16)
             for start in tqdm(range(0, n, batch), desc="encoding world clips"):
-                clips = [render_clip(train_seed(i), cfg) for i in range(start, min(n, start + batch))]
-                latents.append(encode(vae, to_video_tensor([c.frames for c in clips])).half())
-                captions += [c.caption for c in clips]
+                group = list(islice(clips, min(batch, n - start)))
+                latents.append(encode(vae, to_video_tensor([c.frames for c in group])).half().cpu())
+                captions += [c.caption for c in group]
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
         torch.save({"latents": torch.cat(latents), "captions": captions}, tmp)

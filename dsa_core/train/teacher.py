@@ -28,7 +28,7 @@ from ..text import TextEncoder
 from ..vae import encode, latents_to_vae, to_uint8_frames
 from ..weights import sha256
 from ..world import WorldConfig, heldout_seed, object_map, render_clip, render_spec, sample_clip
-from .common import Stage, StageConfig, ema_update, optimizer_step, set_lr, video_frames
+from .common import Stage, StageConfig, device_generator, ema_update, optimizer_step, set_lr, video_frames
 from .data import LatentCache, to_video_tensor, world_config
 
 
@@ -92,7 +92,7 @@ def add_random_noise(x0: torch.Tensor, g: torch.Generator, scheduler: FlowMatchS
     """x0 noised to one random level per sample: (x_t, per-frame t, σ [B,1,1,1,1], the noise)."""
     b, _, frames = x0.shape[:3]
     sigma = sample_sigmas(g, b, scheduler, lo, hi).to(x0.device)
-    noise = torch.randn(x0.shape, generator=g).to(x0.device)
+    noise = torch.randn(x0.shape, generator=device_generator(g, x0.device), device=x0.device)
     s = sigma.view(b, 1, 1, 1, 1)
     t = (sigma * scheduler.num_train_timesteps)[:, None].expand(b, frames)
     return scheduler.add_noise(x0, noise, s), t, s, noise
@@ -255,7 +255,7 @@ class TeacherStage(Stage):
                 n, frames = phases[key]
                 LatentCache.build(paths[key], vae, n, world_config(cfg.height, cfg.width, frames))
         run.barrier()
-        self.data = {key: LatentCache.load(path) for key, path in paths.items()}
+        self.data = {key: LatentCache.load(path).to(run.device) for key, path in paths.items()}
 
     def modules(self):
         return {"teacher": self.teacher, "text": self.text, "teacher_ema": self.ema, "text_ema": self.text_ema}
@@ -275,7 +275,7 @@ class TeacherStage(Stage):
         drop = torch.rand(len(captions), generator=g) < cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         text = self.teacher.prepare_text(self.text.encode(captions))
-        loss = flow_loss(self.teacher_forward, text, x0.to(self.run.device), g, self.scheduler)
+        loss = flow_loss(self.teacher_forward, text, x0, g, self.scheduler)
         optimizer_step(loss, self.opt, self.run)
         ema_update(self.ema, self.teacher, self.cfg.ema_decay)
         ema_update(self.text_ema, self.text, self.cfg.ema_decay)
