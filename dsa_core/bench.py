@@ -13,6 +13,7 @@ of every 5 s segment is reported too (drift along a long video).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import platform
 import statistics
@@ -31,6 +32,7 @@ from .eval import ATTRIBUTES, Evaluator
 from .evalnet import AttributeNet
 from .model import CausalWanModel
 from .pipeline import StreamingPipeline
+from .text import TextEncoder
 from .train.data import to_video_tensor
 from .train.ode import OdeConfig
 from .train.teacher import teacher_sample
@@ -137,22 +139,29 @@ def run_once(pipe: StreamingPipeline, name: str, params: dict, clip: Clip, seed:
     tally.add(gen, events, latency, time.perf_counter() - start, clip.attributes)
 
 
-def reference_scores(pipe: StreamingPipeline, clips: list[Clip], evaluator: Evaluator) -> dict[str, dict]:
+def reference_scores(pipe: StreamingPipeline, clips: list[Clip], evaluator: Evaluator,
+                     teachers: tuple[Path, ...] = ()) -> dict[str, dict]:
     """Scores of what bounds the students, on the same prompts: their own clips as rendered;
     after a round trip through the model's VAE (encode → decode), above which nothing this VAE
     decodes can score; and, where the weights ship it, the teacher's samples as the ODE stage
     draws them, which is what distillation can at best pass on.  Each line tells how much of
-    a gap is the VAE's, the teacher's or the distillation's."""
+    a gap is the VAE's, the teacher's or the distillation's.  `teachers`: more teacher folders
+    (a `teacher` stage's `final/`), each sampled with its own text encoder on the same noise."""
     videos = {"real clips": [c.frames for c in clips], "real clips through the VAE": []}
     for c in clips:  # one at a time: 81-frame clips, memory bounded whatever the prompt count
         x = to_video_tensor([c.frames]).to(pipe.device)
         videos["real clips through the VAE"].append(
             to_uint8_frames(StreamingDecoder(pipe.vae).decode(encode(pipe.vae, x))))
+    ode = OdeConfig()
+    sampling = f"{ode.teacher_steps} steps, CFG {ode.cfg_scale:g}"
     if pipe.weights_dir is not None and (pipe.weights_dir / "teacher.safetensors").is_file():
-        ode = OdeConfig()
-        label = f"teacher ({ode.teacher_steps} steps, CFG {ode.cfg_scale:g})"
-        videos[label] = teacher_videos(pipe, load_teacher(pipe.weights_dir, pipe), clips, ode.teacher_steps,
-                                       ode.cfg_scale)
+        videos[f"teacher ({sampling})"] = teacher_videos(
+            pipe, load_teacher(pipe.weights_dir, pipe), pipe.text_encoder, clips, ode.teacher_steps, ode.cfg_scale)
+    for folder in teachers:
+        text = TextEncoder.from_pretrained(folder / "text_encoder", pipe.preset.model.text_len,
+                                           dtype=torch.float32, local_files_only=True).to(pipe.device).eval()
+        videos[f"teacher {folder} ({sampling})"] = teacher_videos(
+            pipe, load_teacher(folder, pipe), text, clips, ode.teacher_steps, ode.cfg_scale)
     out = {}
     for name, vids in videos.items():
         score = evaluator.score(vids, [c.attributes for c in clips])
@@ -161,16 +170,16 @@ def reference_scores(pipe: StreamingPipeline, clips: list[Clip], evaluator: Eval
 
 
 @torch.no_grad()
-def teacher_videos(pipe: StreamingPipeline, teacher: CausalWanModel, clips: list, steps: int, cfg_scale: float
-                   ) -> list[np.ndarray]:
+def teacher_videos(pipe: StreamingPipeline, teacher: CausalWanModel, text_encoder: TextEncoder, clips: list,
+                   steps: int, cfg_scale: float) -> list[np.ndarray]:
     """The bidirectional teacher's sample of each clip's caption over its whole training
     length (21 latent frames), seeded per clip, decoded."""
     m, s = pipe.preset.model, pipe.preset.sampling
-    uncond = teacher.prepare_text(pipe.text_encoder.encode([""]).to(pipe.device))
+    uncond = teacher.prepare_text(text_encoder.encode([""]).to(pipe.device))
     shape = (1, m.in_dim, pipe.latent_frames(5.0), s.height // 8, s.width // 8)
     out = []
     for i, c in enumerate(clips):
-        cond = teacher.prepare_text(pipe.text_encoder.encode([c.caption]).to(pipe.device))
+        cond = teacher.prepare_text(text_encoder.encode([c.caption]).to(pipe.device))
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(i)).to(pipe.device)
         x0, _ = teacher_sample(teacher, cond, uncond, noise, pipe.scheduler, steps, cfg_scale)
         out.append(to_uint8_frames(StreamingDecoder(pipe.vae).decode(x0)))
@@ -251,6 +260,12 @@ def attribute_markdown(rows: list[Row], references: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def references_text(rows: list[Row], references: dict[str, dict]) -> str:
+    lines = [f"{name} (the same prompts and scenes): total score {ref['total_score']:.1f}, "
+             f"adherence {ref['adherence']:.1%}" for name, ref in references.items()]
+    return "\n".join(lines) + "\n\nadherence per attribute:\n\n" + attribute_markdown(rows, references)
+
+
 def drift_markdown(rows: list[Row], segment_s: float) -> str:
     n = len(rows[0].segment_scores)
     lines = [
@@ -285,7 +300,7 @@ def pareto_plot(rows: list[Row], path: Path, title: str, references: dict[str, d
             front.append(r)
             best = r.total_score
     ax.plot([r.nfe for r in front], [r.total_score for r in front], "--", color="grey", lw=1, zorder=2)
-    for (name, ref), style in zip(references.items(), (":", "-.", "--")):
+    for (name, ref), style in zip(references.items(), itertools.cycle((":", "-.", "--"))):
         ax.axhline(ref["total_score"], ls=style, color="tab:green", lw=1)
         ax.annotate(name, (0, ref["total_score"]), xycoords=("axes fraction", "data"), xytext=(4, -10),
                     textcoords="offset points", fontsize=7, color="tab:green")
@@ -313,9 +328,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device")
     ap.add_argument("--json", type=Path, help="write the rows here")
     ap.add_argument("--plot", type=Path, help="write the quality-vs-NFE plot (PNG) here")
+    ap.add_argument("--teacher", type=Path, action="append", default=[], metavar="DIR",
+                    help="also score the teacher in DIR (teacher.safetensors and text_encoder/, as a teacher "
+                         "stage's final/ folder) beside the shipped one; repeatable")
+    ap.add_argument("--references-only", action="store_true",
+                    help="score the references (real clips, VAE round trip, teachers) without the schedules")
     args = ap.parse_args(argv)
     if not 1 <= args.prompts <= len(PROMPT_CLIPS):
         ap.error(f"--prompts={args.prompts} is outside the allowed range 1..{len(PROMPT_CLIPS)}")
+    for folder in args.teacher:
+        missing = [n for n in ("teacher.safetensors", "text_encoder") if not (folder / n).exists()]
+        if missing:
+            ap.error(f"--teacher {folder}: has no {' or '.join(missing)} (expected a teacher stage's final/ folder)")
+    if args.references_only and args.plot:
+        ap.error("--plot draws the schedules, which --references-only skips")
 
     pipe = StreamingPipeline.from_preset(args.model, random_init=args.random_init, device=args.device)
     s = pipe.preset.sampling
@@ -323,11 +349,15 @@ def main(argv: list[str] | None = None) -> int:
     evaluator = None
     if (s.height, s.width) == (64, 64):
         evaluator = Evaluator(AttributeNet.shipped())
-    elif args.plot:
-        ap.error(f"--plot needs quality scores, which are measured on 64×64 videos only ({args.model} makes "
-                 f"{s.width}×{s.height})")
+    elif args.plot or args.teacher or args.references_only:
+        ap.error(f"--plot, --teacher and --references-only need quality scores, which are measured on 64×64 "
+                 f"videos only ({args.model} makes {s.width}×{s.height})")
     indices, seeds = (PROMPT_CLIPS[:2], [0]) if args.quick else (PROMPT_CLIPS[: args.prompts], list(range(args.seeds)))
     clips = [render_clip(heldout_seed(i), WORLDS[args.world]) for i in indices]
+    if args.references_only:
+        print(f"model {args.model}, {len(clips)} {args.world}-world prompts, one seed each\n")
+        print(references_text([], reference_scores(pipe, clips, evaluator, tuple(args.teacher))))
+        return 0
     # Warm-up: first calls pay for allocations and kernel selection.
     list(pipe.generate(clips[0].caption, "fixed", seconds=1, seed=0, steps=1))
 
@@ -347,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
         r.speedup_vs_fixed4 = r.fps / ref.fps
         r.nfe_vs_fixed4 = r.nfe / ref.nfe
     head_ms, forward_ms = head_time_share(pipe)
-    references = reference_scores(pipe, clips, evaluator) if evaluator is not None else {}
+    references = reference_scores(pipe, clips, evaluator, tuple(args.teacher)) if evaluator is not None else {}
 
     device = f"{pipe.device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     header = (f"model {args.model}{' (RANDOM weights)' if args.random_init else ''}, {device}, "
@@ -357,12 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     print(header + "\n")
     print(markdown(rows, args.seconds))
     if references:
-        print()
-        for name, ref in references.items():
-            print(f"{name} (the same prompts and scenes): total score {ref['total_score']:.1f}, "
-                  f"adherence {ref['adherence']:.1%}")
-        print("\nadherence per attribute:\n")
-        print(attribute_markdown(rows, references))
+        print("\n" + references_text(rows, references))
     if evaluator is None:
         print(f"\nquality: not measured (the world classifier judges 64×64 videos, this model makes "
               f"{s.width}×{s.height})")

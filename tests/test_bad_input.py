@@ -83,6 +83,8 @@ CLI = [
     ("cli-train-unknown-stage", train_main, ["distill"], "invalid choice: 'distill'"),
     ("cli-train-config-key", train_main, ["vae", "--config", "{tmp}/bad.json"], "config key 'hieght' is unknown"),
     ("cli-bench-prompts", bench.main, ["--prompts", "99"], r"--prompts=99 is outside the allowed range 1..8"),
+    ("cli-bench-teacher", bench.main, ["--teacher", "{tmp}"],
+     r"--teacher .*: has no teacher.safetensors or text_encoder"),
 ]
 
 

@@ -3,6 +3,7 @@
 import json
 import math
 import re
+from pathlib import Path
 
 import pytest
 
@@ -55,3 +56,18 @@ def test_references_bound_the_students_with_the_shipped_teacher():
     assert refs["real clips"]["total_score"] > teacher["total_score"]
     table = bench.attribute_markdown([], refs)
     assert all(f"| {name} |" in table for name in refs)
+
+
+@pytest.mark.slow
+def test_bench_scores_a_teacher_folder_beside_the_shipped_one(capsys):
+    """`--teacher DIR` samples DIR's teacher with DIR's text encoder on the shipped teacher's
+    noise: given the shipped folder itself, it must score exactly as the shipped teacher."""
+    shipped = Path(__file__).resolve().parents[1] / "weights" / "tiny"
+    assert bench.main(["--quick", "--references-only", "--world", "simple", "--teacher", str(shipped)]) == 0
+    text = capsys.readouterr().out
+    refs = dict(re.findall(r"^(.*) \(the same prompts and scenes\): total score ([\d.]+)", text, re.M))
+    names = list(refs)
+    assert names[:2] == ["real clips", "real clips through the VAE"] and len(names) == 4
+    assert names[2].startswith("teacher (") and names[3].startswith(f"teacher {shipped} (")
+    assert refs[names[2]] == refs[names[3]] and float(refs["real clips"]) > float(refs[names[2]])
+    assert "| fixed 4 |" not in text and f"| {names[3]} |" in text  # no schedules; the attribute table

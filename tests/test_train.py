@@ -7,6 +7,7 @@ import shutil
 import socket
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -58,7 +59,7 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
         if stage == "teacher":
             # Step 0 trained on 9-frame clips, step 1 on the full 21 frames: a cache for each.
             assert sorted(p.name.split("_", 1)[1] for p in (tmp_path / "run" / "latents").iterdir()) == [
-                "4_21.pt", "4_9.pt"]
+                "4_21_cells.pt", "4_9_cells.pt"]
             # Held-out clips and the teacher's samples of their captions, row by row.
             shown = len(range(0, 1 + 4 * (6 - 1), 8))  # every 8th of the 21 frames of 6 latent frames
             cell = 2 * 32 + 2  # 32 px at scale 2, and the gap
@@ -110,6 +111,19 @@ def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):
     assert (tmp_path / "run" / "vae" / "checkpoint.pt").read_bytes() == before
 
 
+def test_resume_refuses_another_recipe_but_not_a_key_added_since(tmp_path):
+    train(tmp_path, "vae", steps=1)
+    ckpt = tmp_path / "run" / "vae" / "checkpoint.pt"
+    with pytest.raises(ValueError, match="differs in: lr"):
+        train(tmp_path, "vae", resume=True, lr=5e-4)
+    state = torch.load(ckpt, weights_only=True)
+    del state["config"]["kl_weight"]  # as if written before the key existed
+    torch.save(state, ckpt)
+    with pytest.raises(ValueError, match="differs in: kl_weight"):  # the default is the old behaviour
+        train(tmp_path, "vae", resume=True, kl_weight=1e-3)
+    assert [r["step"] for r in train(tmp_path, "vae", resume=True)] == [1]
+
+
 def test_stage_needs_its_predecessor(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `python -m dsa_core.train vae` first"):
         train(tmp_path, "teacher")
@@ -150,6 +164,7 @@ def test_bad_config_is_refused_before_any_work(tmp_path, capsys, extra, match):
         ({"short_latent_frames": 4}, "short_latent_frames=4 must be a positive multiple of chunk_frames=3"),
         ({"long_from_step": -1}, "long_from_step=-1 must be >= 0"),
         ({"short_dataset_clips": 0}, "short_dataset_clips=0 must be >= 1"),
+        ({"object_weight": 0.5}, "object_weight=0.5 must be a number >= 1"),
     ],
 )
 def test_bad_teacher_curriculum_is_refused(tmp_path, capsys, extra, message):
@@ -295,3 +310,53 @@ def test_latent_cache_is_the_same_whatever_the_worker_count(tmp_path):
     assert torch.equal(one.latents, two.latents) and one.latents.shape == (11, 16, 2, 4, 4)
     clip = to_video_tensor([render_clip(train_seed(10), world).frames])
     torch.testing.assert_close(one.latents[10:].float(), encode(vae, clip).half().float())
+    assert torch.equal(one.objects, two.objects) and one.objects.shape == (11, 1, 2, 4, 4)
+    assert one.objects.any() and not one.objects.all()
+    x0, captions, objects = one.batch(torch.Generator().manual_seed(0), 3)
+    index = [one.captions.index(c) for c in captions]  # the batch's cells belong to its clips
+    assert torch.equal(objects, one.objects[index]) and torch.equal(x0, one.latents[index].float())
+
+
+def test_object_cells_cover_every_frame_a_latent_frame_encodes():
+    """Latent frame 0 encodes pixel frame 0, latent frame k the frames 4k−3 .. 4k: a cell shows
+    an object if the object is there in any of them."""
+    from dsa_core.train.data import object_cells, world_config
+    from dsa_core.world import object_map, sample_clip, train_seed
+
+    world = world_config(64, 64, 13)
+    moved = 0
+    for seed in range(6):
+        spec = sample_clip(train_seed(seed), world)
+        cells = object_cells(spec, 8)
+        maps = [object_map(spec, f, 8) >= 0 for f in range(13)]
+        assert cells.shape == (4, 8, 8) and cells.dtype == bool
+        assert (cells[0] == maps[0]).all()
+        for k in range(1, 4):
+            group = maps[4 * k - 3: 4 * k + 1]
+            assert (cells[k] == np.any(group, axis=0)).all()
+            moved += any((m != group[-1]).any() for m in group)  # where the union differs from one frame
+    assert moved > 0
+
+
+def test_weighted_flow_loss_is_the_weighted_mean_of_the_squared_errors():
+    from types import SimpleNamespace
+
+    from dsa_core.scheduler import FlowMatchScheduler
+    from dsa_core.train.teacher import add_random_noise, flow_loss
+
+    scheduler = FlowMatchScheduler(2.0)
+    x0 = torch.randn(2, 4, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    predicts_zero = lambda x_t, t, text, causal: SimpleNamespace(flow=torch.zeros_like(x_t))  # noqa: E731
+    _, _, _, noise = add_random_noise(x0, torch.Generator().manual_seed(5), scheduler)
+    err = scheduler.flow_target(x0, noise) ** 2
+    mask = torch.zeros(2, 1, 3, 4, 4)
+    mask[..., 1:3, 1:3] = 1.0
+
+    def loss(weight):
+        return flow_loss(predicts_zero, None, x0, torch.Generator().manual_seed(5), scheduler, weight=weight).item()
+
+    assert loss(None) == pytest.approx(err.mean().item()) == pytest.approx(loss(torch.ones(1, 1, 1, 1, 1)))
+    assert loss(mask) == pytest.approx(((err * mask).sum() / (mask.sum() * 4)).item())  # object cells alone
+    weight = 1 + 3 * mask
+    assert loss(weight) == pytest.approx(((err * weight).sum() / (weight.sum() * 4)).item())
+    assert loss(mask) != pytest.approx(loss(None))

@@ -333,11 +333,11 @@ def run_stage(stage: Stage, resume: bool = False) -> list[dict]:
     if ckpt.is_file():
         state = load_checkpoint(ckpt)
         # A run may be extended (more steps), logged differently or switch compiling on or off;
-        # anything else would mix recipes.
+        # anything else would mix recipes.  A key the checkpoint lacks was added to the stage
+        # after it was written, with a default that keeps the old behaviour: it must be that.
         free = {"steps", "ckpt_every", "log_every", "compile"}
-        changed = sorted(
-            k for k, v in dataclasses.asdict(cfg).items() if k not in free and state["config"].get(k) != v
-        )
+        saved = {**dataclasses.asdict(type(cfg)()), **state["config"]}
+        changed = sorted(k for k, v in dataclasses.asdict(cfg).items() if k not in free and saved.get(k) != v)
         if changed:
             raise ValueError(f"{ckpt} was written with another config (differs in: {', '.join(changed)}); "
                              "use the same config, or another out_dir")

@@ -13,7 +13,7 @@ import torch
 from tqdm import tqdm
 
 from ..vae import encode
-from ..world import WorldConfig, render_clip, train_seed
+from ..world import ClipSpec, WorldConfig, object_map, render_clip, render_spec, sample_clip, train_seed
 
 
 def world_config(height: int, width: int, num_frames: int) -> WorldConfig:
@@ -35,32 +35,48 @@ def pixel_batch(g: torch.Generator, batch: int, cfg: WorldConfig) -> torch.Tenso
     return to_video_tensor([render_clip(train_seed(i), cfg).frames for i in random_indices(g, batch, 10**8)])
 
 
+def object_cells(spec: ClipSpec, cell: int, temporal: int = 4) -> np.ndarray:
+    """Which latent cells show an object, bool `[F, h, w]`: a cell of cell×cell pixels counts
+    where `world.object_map` finds an object in any of the pixel frames its latent frame
+    encodes (the Wan VAE keeps frame 0 alone, then packs `temporal` frames per latent frame)."""
+    frames = spec.cfg.num_frames
+    groups = [[0]] + [range(f, min(f + temporal, frames)) for f in range(1, frames, temporal)]
+    return np.stack([np.any([object_map(spec, f, cell) >= 0 for f in group], axis=0) for group in groups])
+
+
+def _render(seed: int, cfg: WorldConfig, cell: int, temporal: int) -> tuple[np.ndarray, str, np.ndarray]:
+    spec = sample_clip(seed, cfg)
+    return render_spec(spec), spec.caption, object_cells(spec, cell, temporal)
+
+
 class LatentCache:
-    """VAE latents and captions of `n` training clips, computed once and kept on disk.
+    """VAE latents, captions and object cells of `n` training clips, computed once and kept on disk.
 
     The teacher sees each clip many times; encoding 81 frames costs more than a teacher
     step, so it is done once.
     """
 
-    def __init__(self, latents: torch.Tensor, captions: list[str]) -> None:
+    def __init__(self, latents: torch.Tensor, captions: list[str], objects: torch.Tensor) -> None:
         self.latents = latents  # float16 [N, C, F, h, w]
         self.captions = captions
+        self.objects = objects  # bool [N, 1, F, h, w]: `object_cells` of each clip
 
     def __len__(self) -> int:
         return len(self.captions)
 
     def to(self, device: torch.device) -> LatentCache:
         """The latents on `device`: on a GPU a batch is then gathered there, not copied over each step."""
-        return LatentCache(self.latents.to(device), self.captions)
+        return LatentCache(self.latents.to(device), self.captions, self.objects.to(device))
 
-    def batch(self, g: torch.Generator, size: int) -> tuple[torch.Tensor, list[str]]:
+    def batch(self, g: torch.Generator, size: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
+        """Latents, captions and object cells of `size` clips chosen by `g`."""
         idx = random_indices(g, size, len(self))
-        return self.latents[idx].float(), [self.captions[i] for i in idx]
+        return self.latents[idx].float(), [self.captions[i] for i in idx], self.objects[idx]
 
     @classmethod
     def load(cls, path: Path) -> LatentCache:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(state["latents"], state["captions"])
+        return cls(state["latents"], state["captions"], state["objects"])
 
     @staticmethod
     def build(path: Path, vae, n: int, cfg: WorldConfig, workers: int | None = None) -> None:
@@ -71,16 +87,20 @@ class LatentCache:
         on either: each clip is a function of its seed.
         """
         batch = 256 if vae.device.type == "cuda" else 8
-        latents, captions = [], []
+        latents, captions, objects = [], [], []
         # spawn, not fork: the parent may hold CUDA and torch's thread pools.
         pool = multiprocessing.get_context("spawn").Pool(workers or os.cpu_count() or 1)
         with pool, torch.no_grad():
-            clips = pool.imap(partial(render_clip, cfg=cfg), map(train_seed, range(n)), chunksize=16)
+            render = partial(_render, cfg=cfg, cell=vae.config.scale_factor_spatial,
+                             temporal=vae.config.scale_factor_temporal)
+            clips = pool.imap(render, map(train_seed, range(n)), chunksize=16)
             for start in tqdm(range(0, n, batch), desc="encoding world clips"):
-                group = list(islice(clips, min(batch, n - start)))
-                latents.append(encode(vae, to_video_tensor([c.frames for c in group])).half().cpu())
-                captions += [c.caption for c in group]
+                frames, caps, cells = zip(*islice(clips, min(batch, n - start)))
+                latents.append(encode(vae, to_video_tensor(list(frames))).half().cpu())
+                captions += caps
+                objects += cells
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save({"latents": torch.cat(latents), "captions": captions}, tmp)
+        torch.save({"latents": torch.cat(latents), "captions": captions,
+                    "objects": torch.from_numpy(np.stack(objects))[:, None]}, tmp)
         tmp.replace(path)
