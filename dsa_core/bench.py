@@ -35,7 +35,7 @@ from .pipeline import StreamingPipeline
 from .text import TextEncoder
 from .train.data import to_video_tensor
 from .train.ode import OdeConfig
-from .train.teacher import teacher_sample
+from .train.teacher import load_teacher_folder, teacher_sample
 from .vae import StreamingDecoder, encode, to_uint8_frames
 from .world import WORLDS, Clip, heldout_seed, render_clip
 
@@ -158,10 +158,9 @@ def reference_scores(pipe: StreamingPipeline, clips: list[Clip], evaluator: Eval
         videos[f"teacher ({sampling})"] = teacher_videos(
             pipe, load_teacher(pipe.weights_dir, pipe), pipe.text_encoder, clips, ode.teacher_steps, ode.cfg_scale)
     for folder in teachers:
-        text = TextEncoder.from_pretrained(folder / "text_encoder", pipe.preset.model.text_len,
-                                           dtype=torch.float32, local_files_only=True).to(pipe.device).eval()
+        teacher, text = load_teacher_folder(folder, pipe.preset, pipe.device)
         videos[f"teacher {folder} ({sampling})"] = teacher_videos(
-            pipe, load_teacher(folder, pipe), text, clips, ode.teacher_steps, ode.cfg_scale)
+            pipe, teacher, text, clips, ode.teacher_steps, ode.cfg_scale)
     out = {}
     for name, vids in videos.items():
         score = evaluator.score(vids, [c.attributes for c in clips])

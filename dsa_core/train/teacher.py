@@ -217,6 +217,11 @@ def load_teacher(cfg: StageConfig, preset, device) -> tuple[CausalWanModel, Text
     folder = Stage.final_dir(cfg, "teacher")
     if not (folder / "teacher.safetensors").is_file():
         raise FileNotFoundError(f"{folder} has no teacher: run `python -m dsa_core.train teacher` first")
+    return load_teacher_folder(folder, preset, device)
+
+
+def load_teacher_folder(folder: Path, preset, device) -> tuple[CausalWanModel, TextEncoder]:
+    """A teacher and its text encoder from `folder` (`teacher.safetensors`, `text_encoder/`), frozen."""
     teacher = CausalWanModel(preset.model)
     teacher.load_state_dict(load_file(str(folder / "teacher.safetensors")))
     text = TextEncoder.from_pretrained(folder / "text_encoder", preset.model.text_len, dtype=torch.float32,
