@@ -165,6 +165,7 @@ def test_bad_config_is_refused_before_any_work(tmp_path, capsys, extra, match):
         ({"long_from_step": -1}, "long_from_step=-1 must be >= 0"),
         ({"short_dataset_clips": 0}, "short_dataset_clips=0 must be >= 1"),
         ({"object_weight": 0.5}, "object_weight=0.5 must be a number >= 1"),
+        ({"short_object_weight": float("nan")}, "short_object_weight=nan must be a number >= 1"),
     ],
 )
 def test_bad_teacher_curriculum_is_refused(tmp_path, capsys, extra, message):
@@ -336,6 +337,24 @@ def test_object_cells_cover_every_frame_a_latent_frame_encodes():
             assert (cells[k] == np.any(group, axis=0)).all()
             moved += any((m != group[-1]).any() for m in group)  # where the union differs from one frame
     assert moved > 0
+
+
+def test_each_teacher_phase_weighs_objects_by_its_own_weight(tmp_path):
+    from dsa_core.train.common import step_generator
+    from dsa_core.train.teacher import TeacherConfig, TeacherStage
+
+    train(tmp_path, "vae", steps=1)
+    train(tmp_path, "text", steps=1)
+
+    def first_loss(step, **extra):  # a fresh teacher's loss at `step`: 0 is a 9-frame step, 1 a whole-clip one
+        cfg = load_config(TeacherConfig, toy_config(tmp_path, "teacher", **extra))
+        return TeacherStage(cfg, Run()).train_step(step, step_generator(cfg.seed, step, 0))["flow"]
+
+    short, long = first_loss(0), first_loss(1)
+    assert first_loss(0, object_weight=4.0) == short
+    assert first_loss(0, short_object_weight=4.0) != short
+    assert first_loss(1, short_object_weight=4.0) == long
+    assert first_loss(1, object_weight=4.0) != long
 
 
 def test_weighted_flow_loss_is_the_weighted_mean_of_the_squared_errors():

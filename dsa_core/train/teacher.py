@@ -62,6 +62,9 @@ class TeacherConfig(StageConfig):
     # of a 9-frame clip's cells, a seventh of a whole clip's), relative to the rest.  Not in
     # the recipe: 4 and 10 made 9-frame teachers draw objects from noise more often, but 600
     # whole-clip steps at 4 traded the full world's adherence for it (README, Training).
+    # One weight per phase: the short phase is where the teacher first commits to objects
+    # from noise, so it can be weighted there alone.
+    short_object_weight: float = 1.0
     object_weight: float = 1.0
     # torch.compile the teacher's training forward: whole steps (text encoder, AdamW and EMAs
     # included) 1.25× faster on 9-frame clips and 1.15× on 81-frame ones on 2 CPU cores, for
@@ -76,8 +79,9 @@ class TeacherConfig(StageConfig):
         for name in ("decay_fraction", "short_decay_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"{name}={getattr(self, name)} must be in [0, 1]")
-        if not (self.object_weight >= 1 and math.isfinite(self.object_weight)):
-            raise ValueError(f"object_weight={self.object_weight} must be a number >= 1")
+        for name in ("short_object_weight", "object_weight"):
+            if not (getattr(self, name) >= 1 and math.isfinite(getattr(self, name))):
+                raise ValueError(f"{name}={getattr(self, name)} must be a number >= 1")
         if not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay} must be in (0, 1)")
         if self.long_from_step < 0:
@@ -285,15 +289,15 @@ class TeacherStage(Stage):
         cfg, rates = self.cfg, [self.cfg.lr, self.cfg.text_lr]
         if step < cfg.long_from_step:
             set_lr(self.opt, rates, step, cfg.long_from_step, cfg.short_decay_fraction)
-            data = self.data["short"]
+            data, object_weight = self.data["short"], cfg.short_object_weight
         else:
             set_lr(self.opt, rates, step - cfg.long_from_step, cfg.steps - cfg.long_from_step, cfg.decay_fraction)
-            data = self.data["long"]
+            data, object_weight = self.data["long"], cfg.object_weight
         x0, captions, objects = data.batch(g, cfg.batch_size)
         drop = torch.rand(len(captions), generator=g) < cfg.caption_dropout
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         text = self.teacher.prepare_text(self.text.encode(captions))
-        weight = 1 + (cfg.object_weight - 1) * objects.float()
+        weight = 1 + (object_weight - 1) * objects.float()
         loss = flow_loss(self.teacher_forward, text, x0, g, self.scheduler, weight=weight)
         optimizer_step(loss, self.opt, self.run)
         ema_update(self.ema, self.teacher, self.cfg.ema_decay)
