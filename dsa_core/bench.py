@@ -35,7 +35,7 @@ from .pipeline import StreamingPipeline
 from .text import TextEncoder
 from .train.data import to_video_tensor
 from .train.ode import OdeConfig
-from .train.teacher import load_teacher_folder, teacher_sample
+from .train.teacher import grid_start, load_teacher_folder, teacher_sample
 from .vae import StreamingDecoder, encode, to_uint8_frames
 from .world import WORLDS, Clip, heldout_seed, render_clip
 
@@ -140,27 +140,32 @@ def run_once(pipe: StreamingPipeline, name: str, params: dict, clip: Clip, seed:
 
 
 def reference_scores(pipe: StreamingPipeline, clips: list[Clip], evaluator: Evaluator,
-                     teachers: tuple[Path, ...] = ()) -> dict[str, dict]:
+                     teachers: tuple[Path, ...] = (), renoise: tuple[float, ...] = ()) -> dict[str, dict]:
     """Scores of what bounds the students, on the same prompts: their own clips as rendered;
     after a round trip through the model's VAE (encode → decode), above which nothing this VAE
     decodes can score; and, where the weights ship it, the teacher's samples as the ODE stage
     draws them, which is what distillation can at best pass on.  Each line tells how much of
     a gap is the VAE's, the teacher's or the distillation's.  `teachers`: more teacher folders
-    (a `teacher` stage's `final/`), each sampled with its own text encoder on the same noise."""
+    (a `teacher` stage's `final/`), each sampled with its own text encoder on the same noise.
+    `renoise`: σ levels from which each teacher also samples the clips themselves, noised
+    (`teacher_sample`'s `start_sigma`): where it loses what it cannot draw from noise."""
     videos = {"real clips": [c.frames for c in clips], "real clips through the VAE": []}
-    for c in clips:  # one at a time: 81-frame clips, memory bounded whatever the prompt count
-        x = to_video_tensor([c.frames]).to(pipe.device)
-        videos["real clips through the VAE"].append(
-            to_uint8_frames(StreamingDecoder(pipe.vae).decode(encode(pipe.vae, x))))
+    latents = [encode(pipe.vae, to_video_tensor([c.frames]).to(pipe.device)) for c in clips]
+    for x0 in latents:
+        videos["real clips through the VAE"].append(to_uint8_frames(StreamingDecoder(pipe.vae).decode(x0)))
     ode = OdeConfig()
     sampling = f"{ode.teacher_steps} steps, CFG {ode.cfg_scale:g}"
+    candidates = []
     if pipe.weights_dir is not None and (pipe.weights_dir / "teacher.safetensors").is_file():
-        videos[f"teacher ({sampling})"] = teacher_videos(
-            pipe, load_teacher(pipe.weights_dir, pipe), pipe.text_encoder, clips, ode.teacher_steps, ode.cfg_scale)
+        candidates.append(("teacher", load_teacher(pipe.weights_dir, pipe), pipe.text_encoder))
     for folder in teachers:
-        teacher, text = load_teacher_folder(folder, pipe.preset, pipe.device)
-        videos[f"teacher {folder} ({sampling})"] = teacher_videos(
-            pipe, teacher, text, clips, ode.teacher_steps, ode.cfg_scale)
+        candidates.append((f"teacher {folder}", *load_teacher_folder(folder, pipe.preset, pipe.device)))
+    for name, teacher, text in candidates:
+        videos[f"{name} ({sampling})"] = teacher_videos(pipe, teacher, text, clips, ode.teacher_steps, ode.cfg_scale)
+        for sigma in renoise:
+            start = grid_start(pipe.scheduler, ode.teacher_steps, sigma)
+            videos[f"{name} ({sampling}) from the clips at σ {start:.2f}"] = teacher_videos(
+                pipe, teacher, text, clips, ode.teacher_steps, ode.cfg_scale, latents, sigma)
     out = {}
     for name, vids in videos.items():
         score = evaluator.score(vids, [c.attributes for c in clips])
@@ -170,9 +175,11 @@ def reference_scores(pipe: StreamingPipeline, clips: list[Clip], evaluator: Eval
 
 @torch.no_grad()
 def teacher_videos(pipe: StreamingPipeline, teacher: CausalWanModel, text_encoder: TextEncoder, clips: list,
-                   steps: int, cfg_scale: float) -> list[np.ndarray]:
+                   steps: int, cfg_scale: float, latents: list[torch.Tensor] | None = None,
+                   start_sigma: float = 1.0) -> list[np.ndarray]:
     """The bidirectional teacher's sample of each clip's caption over its whole training
-    length (21 latent frames), seeded per clip, decoded."""
+    length (21 latent frames), seeded per clip, decoded; with `latents` and `start_sigma` < 1,
+    from each clip's latents noised to that level instead of from pure noise."""
     m, s = pipe.preset.model, pipe.preset.sampling
     uncond = teacher.prepare_text(text_encoder.encode([""]).to(pipe.device))
     shape = (1, m.in_dim, pipe.latent_frames(5.0), s.height // 8, s.width // 8)
@@ -180,7 +187,8 @@ def teacher_videos(pipe: StreamingPipeline, teacher: CausalWanModel, text_encode
     for i, c in enumerate(clips):
         cond = teacher.prepare_text(text_encoder.encode([c.caption]).to(pipe.device))
         noise = torch.randn(shape, generator=torch.Generator().manual_seed(i)).to(pipe.device)
-        x0, _ = teacher_sample(teacher, cond, uncond, noise, pipe.scheduler, steps, cfg_scale)
+        x0, _ = teacher_sample(teacher, cond, uncond, noise, pipe.scheduler, steps, cfg_scale,
+                               x0=None if latents is None else latents[i], start_sigma=start_sigma)
         out.append(to_uint8_frames(StreamingDecoder(pipe.vae).decode(x0)))
     return out
 
@@ -332,7 +340,14 @@ def main(argv: list[str] | None = None) -> int:
                          "stage's final/ folder) beside the shipped one; repeatable")
     ap.add_argument("--references-only", action="store_true",
                     help="score the references (real clips, VAE round trip, teachers) without the schedules")
+    ap.add_argument("--renoise", type=float, action="append", default=[], metavar="SIGMA",
+                    help="also let each teacher sample the prompts' own clips noised to SIGMA in (0, 1) (the "
+                         "24-step grid's first sigma at or below it): what it keeps of a real clip from that "
+                         "noise level on; repeatable")
     args = ap.parse_args(argv)
+    for sigma in args.renoise:
+        if not 0 < sigma < 1:
+            ap.error(f"--renoise={sigma} is outside the allowed range (0, 1): 1 is pure noise, the plain teacher line")
     if not 1 <= args.prompts <= len(PROMPT_CLIPS):
         ap.error(f"--prompts={args.prompts} is outside the allowed range 1..{len(PROMPT_CLIPS)}")
     for folder in args.teacher:
@@ -348,14 +363,14 @@ def main(argv: list[str] | None = None) -> int:
     evaluator = None
     if (s.height, s.width) == (64, 64):
         evaluator = Evaluator(AttributeNet.shipped())
-    elif args.plot or args.teacher or args.references_only:
-        ap.error(f"--plot, --teacher and --references-only need quality scores, which are measured on 64×64 "
+    elif args.plot or args.teacher or args.renoise or args.references_only:
+        ap.error(f"--plot, --teacher, --renoise and --references-only need quality scores, which are measured on 64×64 "
                  f"videos only ({args.model} makes {s.width}×{s.height})")
     indices, seeds = (PROMPT_CLIPS[:2], [0]) if args.quick else (PROMPT_CLIPS[: args.prompts], list(range(args.seeds)))
     clips = [render_clip(heldout_seed(i), WORLDS[args.world]) for i in indices]
     if args.references_only:
         print(f"model {args.model}, {len(clips)} {args.world}-world prompts, one seed each\n")
-        print(references_text([], reference_scores(pipe, clips, evaluator, tuple(args.teacher))))
+        print(references_text([], reference_scores(pipe, clips, evaluator, tuple(args.teacher), tuple(args.renoise))))
         return 0
     # Warm-up: first calls pay for allocations and kernel selection.
     list(pipe.generate(clips[0].caption, "fixed", seconds=1, seed=0, steps=1))
@@ -376,7 +391,9 @@ def main(argv: list[str] | None = None) -> int:
         r.speedup_vs_fixed4 = r.fps / ref.fps
         r.nfe_vs_fixed4 = r.nfe / ref.nfe
     head_ms, forward_ms = head_time_share(pipe)
-    references = reference_scores(pipe, clips, evaluator, tuple(args.teacher)) if evaluator is not None else {}
+    references = {}
+    if evaluator is not None:
+        references = reference_scores(pipe, clips, evaluator, tuple(args.teacher), tuple(args.renoise))
 
     device = f"{pipe.device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     header = (f"model {args.model}{' (RANDOM weights)' if args.random_init else ''}, {device}, "

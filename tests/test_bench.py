@@ -71,3 +71,17 @@ def test_bench_scores_a_teacher_folder_beside_the_shipped_one(capsys):
     assert names[2].startswith("teacher (") and names[3].startswith(f"teacher {shipped} (")
     assert refs[names[2]] == refs[names[3]] and float(refs["real clips"]) > float(refs[names[2]])
     assert "| fixed 4 |" not in text and f"| {names[3]} |" in text  # no schedules; the attribute table
+
+
+@pytest.mark.slow
+def test_bench_renoise_scores_teachers_on_their_prompts_own_noised_clips(capsys):
+    """`--renoise σ`: the teacher also samples the prompts' clips noised to σ.  From little
+    noise it keeps most of the clip, so it must score well above its samples from pure noise."""
+    assert bench.main(["--quick", "--references-only", "--world", "simple", "--renoise", "0.1"]) == 0
+    text = capsys.readouterr().out
+    adherence = dict(re.findall(r"^(.*) \(the same prompts and scenes\): total score [\d.]+, adherence ([\d.]+)%",
+                                text, re.M))
+    names = list(adherence)
+    assert len(names) == 4 and names[3].startswith("teacher (") and names[3].endswith("from the clips at σ 0.08")
+    assert float(adherence[names[3]]) > float(adherence[names[2]]) + 10
+    assert float(adherence[names[3]]) <= float(adherence["real clips"])

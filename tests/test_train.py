@@ -357,6 +357,36 @@ def test_each_teacher_phase_weighs_objects_by_its_own_weight(tmp_path):
     assert first_loss(1, object_weight=4.0) != long
 
 
+def test_teacher_sample_from_a_noised_clip_starts_on_the_grid_and_keeps_what_the_model_keeps():
+    from types import SimpleNamespace
+
+    from dsa_core.scheduler import FlowMatchScheduler
+    from dsa_core.train.teacher import grid_sigmas, grid_start, teacher_sample
+
+    scheduler, steps = FlowMatchScheduler(2.0), 24
+    x0 = torch.randn(1, 4, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    noise = torch.randn(1, 4, 3, 4, 4, generator=torch.Generator().manual_seed(1))
+    calls = []
+
+    def oracle(x_t, t, text, causal):  # the exact flow towards x0: (x_t − x0) / σ
+        sigma = t[0, 0].item() / scheduler.num_train_timesteps
+        calls.append(sigma)
+        return SimpleNamespace(flow=(x_t - x0) / sigma)
+
+    assert grid_start(scheduler, steps, 0.7) == max(s for s in grid_sigmas(scheduler, steps) if s <= 0.7)
+    out, _ = teacher_sample(oracle, None, None, noise, scheduler, steps, 3.0, x0=x0, start_sigma=0.7)
+    torch.testing.assert_close(out, x0)  # an exact model restores the clip from any level
+    starts = [s for s in grid_sigmas(scheduler, steps)[:-1] if s <= 0.7]
+    assert calls == pytest.approx([s for s in starts for _ in "cu"])  # two forwards (CFG) per step from there on
+    plain, _ = teacher_sample(oracle, None, None, noise, scheduler, steps, 3.0)
+    from_one, _ = teacher_sample(oracle, None, None, noise, scheduler, steps, 3.0, x0=x0, start_sigma=1.0)
+    assert torch.equal(plain, from_one)
+    with pytest.raises(ValueError, match="pass its latents as x0"):
+        teacher_sample(oracle, None, None, noise, scheduler, steps, 3.0, start_sigma=0.5)
+    with pytest.raises(ValueError, match=r"start_sigma=0 must be in \(0, 1\]"):
+        teacher_sample(oracle, None, None, noise, scheduler, steps, 3.0, x0=x0, start_sigma=0)
+
+
 def test_weighted_flow_loss_is_the_weighted_mean_of_the_squared_errors():
     from types import SimpleNamespace
 

@@ -134,6 +134,16 @@ def chunk_distance(x0: torch.Tensor, x0_real: torch.Tensor, chunk_frames: int) -
     return (x0 - x0_real).pow(2).unflatten(2, (-1, chunk_frames)).mean(dim=(1, 3, 4, 5))
 
 
+def grid_sigmas(scheduler: FlowMatchScheduler, steps: int) -> list[float]:
+    """The σ of `teacher_sample`'s grid: `steps` uniform raw steps, shifted, then 0."""
+    return [scheduler.shift_sigma(1 - i / steps) for i in range(steps + 1)]
+
+
+def grid_start(scheduler: FlowMatchScheduler, steps: int, start_sigma: float) -> float:
+    """The σ a sample started at `start_sigma` really starts from: the grid's first at or below it."""
+    return next(s for s in grid_sigmas(scheduler, steps) if s <= start_sigma + 1e-9)
+
+
 @torch.no_grad()
 def teacher_sample(
     teacher: CausalWanModel,
@@ -144,21 +154,32 @@ def teacher_sample(
     steps: int,
     cfg_scale: float,
     keep_raw: tuple[float, ...] = (),
+    x0: torch.Tensor | None = None,
+    start_sigma: float = 1.0,
 ) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
     """Euler ODE sampling with classifier-free guidance on `steps` uniform raw steps.
 
     Returns the final x0 and the states x_t at the raw timesteps in `keep_raw` (which must
     lie on the grid), the inputs a causal student is regressed from (CausVid's ODE init).
+    With `x0` and `start_sigma` < 1 it starts instead from `x0` noised to the grid's first σ
+    at or below `start_sigma` (as SDEdit does): how much of a real clip the teacher keeps
+    from that noise level on tells where it loses what it cannot draw from pure noise.
     """
     n = scheduler.num_train_timesteps
     raw = [n * (1 - i / steps) for i in range(steps + 1)]
     missing = [r for r in keep_raw if not any(abs(r - q) < 1e-6 for q in raw)]
     if missing:
         raise ValueError(f"raw timesteps {missing} are not on a {steps}-step grid")
-    sigmas = [scheduler.shift_sigma(r / n) for r in raw]
+    if not 0 < start_sigma <= 1:
+        raise ValueError(f"start_sigma={start_sigma} must be in (0, 1]")
+    if start_sigma < 1 and x0 is None:
+        raise ValueError("start_sigma < 1 starts from a noised clip: pass its latents as x0")
+    sigmas = grid_sigmas(scheduler, steps)
     b, _, frames = noise.shape[:3]
-    x, kept = noise, {}
-    for i in range(steps):
+    start = next(i for i, s in enumerate(sigmas) if s <= start_sigma + 1e-9)
+    x = noise if start == 0 else scheduler.add_noise(x0, noise, sigmas[start])
+    kept = {}
+    for i in range(start, steps):
         if any(abs(raw[i] - r) < 1e-6 for r in keep_raw):
             kept[round(raw[i], 6)] = x.clone()
         t = noise.new_full((b, frames), sigmas[i] * n)
