@@ -136,7 +136,8 @@ def chunk_distance(x0: torch.Tensor, x0_real: torch.Tensor, chunk_frames: int) -
 
 def grid_sigmas(scheduler: FlowMatchScheduler, steps: int) -> list[float]:
     """The σ of `teacher_sample`'s grid: `steps` uniform raw steps, shifted, then 0."""
-    return [scheduler.shift_sigma(1 - i / steps) for i in range(steps + 1)]
+    n = scheduler.num_train_timesteps
+    return [scheduler.shift_sigma(n * (1 - i / steps) / n) for i in range(steps + 1)]
 
 
 def grid_start(scheduler: FlowMatchScheduler, steps: int, start_sigma: float) -> float:
