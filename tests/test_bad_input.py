@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dsa_core import bench, generate
+from dsa_core import bench, generate, probe
 from dsa_core.train.__main__ import main as train_main
 from dsa_core.weights import default_weights_dir
 
@@ -86,6 +86,9 @@ CLI = [
     ("cli-bench-teacher", bench.main, ["--teacher", "{tmp}"],
      r"--teacher .*: has no teacher.safetensors or text_encoder"),
     ("cli-bench-renoise", bench.main, ["--renoise", "1"], r"--renoise=1.0 is outside the allowed range \(0, 1\)"),
+    ("cli-probe-clips", probe.main, ["--clips", "0"], r"--clips=0 is outside the allowed range 1..64"),
+    ("cli-probe-teacher", probe.main, ["--teacher", "{tmp}"],
+     r"--teacher .*: has no teacher.safetensors or text_encoder"),
 ]
 
 

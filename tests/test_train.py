@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 from safetensors.torch import load_file
 
+from dsa_core.probe import CAPTION_PROBE_SIGMAS, SWAPS
 from dsa_core.train import STAGES
 from dsa_core.train.__main__ import main as train_main
 from dsa_core.train.common import Run, load_config, run_stage, set_lr
@@ -67,6 +68,11 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
             probe = json.loads((folder / "object_errors.json").read_text())
             assert 0 < probe["object_cell_share"] < 1 and probe["no_objects"] > 0
             assert set(probe["sigmas"]) == {str(s) for s in OBJECT_PROBE_SIGMAS}
+            # Which caption words the teacher reads (dsa_core.probe), per σ.
+            words = json.loads((folder / "caption_probe.json").read_text())
+            assert words["clips"] == 8 and set(words["sigmas"]) == {str(s) for s in CAPTION_PROBE_SIGMAS}
+            assert all(set(row) == {"caption_effect", *SWAPS} and row["caption_effect"] > 0
+                       for row in words["sigmas"].values())
         if stage == "text":
             accuracy = json.loads((folder / "final" / "slot_accuracy.json").read_text())["heldout_slot_accuracy"]
             assert 0.0 <= accuracy <= 1.0

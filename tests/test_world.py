@@ -19,6 +19,7 @@ from dsa_core.world import (
     WORLDS,
     WorldConfig,
     caption_corpus,
+    caption_variants,
     heldout_seed,
     object_centres,
     object_map,
@@ -194,6 +195,30 @@ def test_caption_agrees_with_attributes():
         assert sum(o["enter"] is not None for o in objs) == sum(e["type"] == "enter" for e in a["events"])
         assert sum(o["turn"] is not None for o in objs) == sum(e["type"] == "turn" for e in a["events"])
         assert scene_at(a, a["num_frames"] - 1) is scenes[-1]
+
+
+def test_caption_variants_change_one_attribute_and_nothing_else():
+    kinds = {"motion": ("motion", MOTION_RE), "shape": ("shape", SHAPE_RE), "colour": ("color", COLOR_RE)}
+    for i in range(40):
+        spec = sample_clip(heldout_seed(i), SIMPLE_CONFIG)
+        obj = spec.attributes["objects"][0]
+        v = caption_variants(spec, wording_seed=i)
+        assert caption_variants(spec, wording_seed=i) == v
+        para = v["paraphrase"]
+        # The paraphrase names what the clip's own caption names.
+        assert MOTION_RE[obj["motion"]].search(para) and SHAPE_RE[obj["shape"]].search(para), para
+        assert {c for c, r in COLOR_RE.items() if r.search(para)} == {c for c, r in COLOR_RE.items()
+                                                                     if r.search(spec.caption)}
+        for kind, (key, regexes) in kinds.items():
+            new = next(k for k, r in regexes.items() if k != obj[key] and r.search(v[kind])
+                       and not r.search(para))
+            # Blank the old word in the paraphrase and the new one in the variant: the same text.
+            assert regexes[obj[key]].sub("_", para, count=1) == regexes[new].sub("_", v[kind], count=1), (para, v[kind])
+            assert not regexes[obj[key]].search(v[kind]), v[kind]
+    entering = next(s for s in (sample_clip(train_seed(i)) for i in range(500)) if s.scenes[0].objects
+                    and s.scenes[0].objects[0].enter_side is not None)
+    with pytest.raises(ValueError, match="there from the start and does not turn"):
+        caption_variants(entering, 0)
 
 
 def test_shape_geometry_tables_match_the_sdfs():

@@ -333,6 +333,7 @@ class TeacherStage(Stage):
         vae = load_vae(Stage.final_dir(self.cfg, "vae"), self.run.device)
         self.preview(vae, self.folder / "samples.png")
         self.object_probe(vae, self.folder / "object_errors.json")
+        self.caption_probe(vae, self.folder / "caption_probe.json")
 
     @torch.no_grad()
     def preview(self, vae: AutoencoderKLWan, path: Path, clips: int = 4) -> None:
@@ -372,3 +373,14 @@ class TeacherStage(Stage):
             return self.scheduler.to_x0(x_t, self.ema(x_t, t, text, causal=False).flow, sigma)
 
         path.write_text(json.dumps(object_cell_errors(predict_x0, x0, x_empty, mask), indent=2))
+
+    @torch.no_grad()
+    def caption_probe(self, vae: AutoencoderKLWan, path: Path, clips: int = 8) -> None:
+        """`dsa_core.probe.caption_shares` of the EMA teacher on held-out one-object clips, as JSON:
+        whether it reads the caption's motion, shape and colour words at each σ."""
+        from ..probe import caption_shares, probe_clips, teacher_predictor  # the probe imports this module
+
+        cfg = self.cfg
+        x0, captions = probe_clips(vae, clips, cfg.height, cfg.width, cfg.num_frames)
+        predict = teacher_predictor(self.ema, self.text_ema, self.scheduler)
+        path.write_text(json.dumps(caption_shares(predict, x0.to(self.run.device), captions), indent=2))

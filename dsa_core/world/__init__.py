@@ -12,6 +12,8 @@ Public API
 - `render_clip(seed, cfg) -> Clip(frames: uint8 T×H×W×3, caption: str, attributes: dict, seed)`.
 - `sample_clip(seed, cfg) -> ClipSpec`: the same caption and attributes without rendering
   (≈0.5 ms); `render_spec(spec)` renders it.  `caption_corpus(n, seed0=0)`: n training captions.
+- `caption_variants(spec, wording_seed)`: the caption reworded, and with the first object's
+  motion, shape or colour swapped (the caption probe's inputs).
 - `train_seed(i) = i` for i in [0, 10**9); `heldout_seed(i) = 10**9 + i`: disjoint ranges.
 - `scene_at(attributes, frame)`: the scene (entry of `attributes["scenes"]`) a frame belongs to.
 - `object_centres(seed, cfg)`: per scene, per object, the centre at each frame (n×2 pixels).
@@ -99,7 +101,7 @@ from .config import (
     train_seed,
 )
 from .render import Clip, object_centres, object_map, render_clip, render_spec, shape_sdf
-from .scene import ClipSpec, caption_corpus, sample_clip, scene_at
+from .scene import ClipSpec, caption_corpus, caption_variants, sample_clip, scene_at
 from .vocab import (
     BACKGROUNDS,
     COLOR_SYNONYMS,
@@ -130,6 +132,7 @@ __all__ = [
     "WORLDS",
     "WorldConfig",
     "caption_corpus",
+    "caption_variants",
     "heldout_seed",
     "is_heldout",
     "object_centres",

@@ -8,6 +8,7 @@ attributes can be had without rendering.
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
 import re
@@ -622,6 +623,38 @@ def scene_at(attributes: dict[str, Any], frame: int) -> dict[str, Any]:
         if sc["start"] <= frame < sc["end"]:
             return sc
     raise IndexError(f"frame {frame} outside the clip's {attributes['num_frames']} frames")
+
+
+# One swap per attribute for `caption_variants`: each a change a video shows plainly (a still
+# object swaps to a straight path, not to a spin a circle would not show).
+MOTION_SWAP = {"left": "right", "right": "left", "up": "down", "down": "up", "grow": "shrink", "shrink": "grow",
+               "spin": "still", "bounce": "still", "circle": "still", "still": "right"}
+
+
+def caption_variants(spec: ClipSpec, wording_seed: int) -> dict[str, str]:
+    """The clip's caption reworded from `wording_seed` ("paraphrase"), and the same wording with
+    the first object's motion, shape or colour swapped ("motion", "shape", "colour").
+
+    The probe of whether a model reads each word (`dsa_core.probe`): a swap that moves its
+    prediction no more than the paraphrase does is a word it ignores."""
+    obj = spec.scenes[0].objects[0] if spec.scenes[0].objects else None
+    if obj is None or obj.enter_side is not None or obj.turn_to is not None:
+        raise ValueError(f"clip {spec.seed}: caption_variants needs a first object that is there from the start "
+                         "and does not turn (a one-object clip of the 'simple' world is one)")
+    bg = spec.scenes[0].background
+    taken = {obj.color, bg.color, bg.color2}
+    later_colors = COLOR_NAMES[COLOR_NAMES.index(obj.color):] + COLOR_NAMES
+    swaps = {  # variant -> (ObjectSpec field, new value)
+        "motion": ("motion", MOTION_SWAP[obj.motion]),
+        "shape": ("shape", SHAPES[(SHAPES.index(obj.shape) + 1) % len(SHAPES)]),
+        "colour": ("color", next(c for c in later_colors if c not in taken)),
+    }
+    out = {"paraphrase": _caption(np.random.default_rng(wording_seed), spec.scenes)}
+    for name, (key, value) in swaps.items():
+        scenes = copy.deepcopy(spec.scenes)
+        setattr(scenes[0].objects[0], key, value)
+        out[name] = _caption(np.random.default_rng(wording_seed), scenes)
+    return out
 
 
 def caption_corpus(n: int, seed0: int = 0, cfg: WorldConfig = DEFAULT_CONFIG) -> list[str]:
