@@ -352,15 +352,18 @@ def test_each_teacher_phase_weighs_objects_by_its_own_weight(tmp_path):
     train(tmp_path, "vae", steps=1)
     train(tmp_path, "text", steps=1)
 
-    def first_loss(step, **extra):  # a fresh teacher's loss at `step`: 0 is a 9-frame step, 1 a whole-clip one
+    def first_losses(step, **extra):  # a fresh teacher's losses at `step`: 0 is a 9-frame step, 1 a whole-clip one
         cfg = load_config(TeacherConfig, toy_config(tmp_path, "teacher", **extra))
-        return TeacherStage(cfg, Run()).train_step(step, step_generator(cfg.seed, step, 0))["flow"]
+        return TeacherStage(cfg, Run()).train_step(step, step_generator(cfg.seed, step, 0))
 
-    short, long = first_loss(0), first_loss(1)
-    assert first_loss(0, object_weight=4.0) == short
-    assert first_loss(0, short_object_weight=4.0) != short
-    assert first_loss(1, short_object_weight=4.0) == long
-    assert first_loss(1, object_weight=4.0) != long
+    short, long = first_losses(0), first_losses(1)
+    assert set(short) == set(long) == {"flow"}
+    assert first_losses(0, object_weight=4.0) == short
+    assert first_losses(1, short_object_weight=4.0) == long
+    for step, name, plain in ((0, "short_object_weight", short), (1, "object_weight", long)):
+        weighted = first_losses(step, **{name: 4.0})
+        # The same first step: the plain loss is logged as before, the weighted one beside it.
+        assert weighted["flow"] == pytest.approx(plain["flow"]) and weighted["weighted_flow"] != weighted["flow"]
 
 
 def test_teacher_sample_from_a_noised_clip_starts_on_the_grid_and_keeps_what_the_model_keeps():
