@@ -418,3 +418,15 @@ def test_weighted_flow_loss_is_the_weighted_mean_of_the_squared_errors():
     weight = 1 + 3 * mask
     assert loss(weight) == pytest.approx(((err * weight).sum() / (weight.sum() * 4)).item())
     assert loss(mask) != pytest.approx(loss(None))
+
+
+def test_ema_update_moves_each_parameter_towards_the_model_by_one_minus_decay():
+    from dsa_core.train.common import ema_update
+
+    torch.manual_seed(0)
+    model, ema = torch.nn.Linear(3, 4), torch.nn.Linear(3, 4)
+    before = [p.detach().clone() for p in ema.parameters()]
+    ema_update(ema, model, 0.9)
+    for e, b, p in zip(ema.parameters(), before, model.parameters()):
+        assert torch.equal(e, b.lerp(p.detach(), 0.1))
+        assert torch.allclose(e, 0.9 * b + 0.1 * p.detach())

@@ -214,8 +214,10 @@ def broadcast_parameters(modules: list[nn.Module], run: Run) -> None:
 
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.lerp_(p.detach(), 1 - decay)
+    """ema ← ema + (1 − decay)·(model − ema), parameter by parameter."""
+    # One fused call, as torch's optimizers update: the same values as a lerp_ per parameter,
+    # without a kernel launch per parameter (about 240 per model here).
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1 - decay)
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
