@@ -430,3 +430,37 @@ def test_ema_update_moves_each_parameter_towards_the_model_by_one_minus_decay():
     for e, b, p in zip(ema.parameters(), before, model.parameters()):
         assert torch.equal(e, b.lerp(p.detach(), 0.1))
         assert torch.allclose(e, 0.9 * b + 0.1 * p.detach())
+
+
+def test_ode_trajectories_killed_mid_way_continue_from_their_last_batch(tmp_path, monkeypatch):
+    from dsa_core.train import ode
+
+    for stage in ("vae", "text", "teacher"):
+        train(tmp_path, stage, steps=1)
+    cfg = load_config(ode.OdeConfig, toy_config(tmp_path, "ode", trajectories=20))  # batches of 8, 8 and 4
+    real, calls = ode.teacher_sample, []
+
+    def killed_at_the_third_batch(*args, **kwargs):
+        calls.append(args[3].shape[0])
+        if len(calls) == 3:
+            raise RuntimeError("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ode, "teacher_sample", killed_at_the_third_batch)
+    with pytest.raises(RuntimeError, match="killed"):
+        ode.OdeStage(cfg, Run())
+    folder = tmp_path / "run" / "ode_pairs"
+    (partial,) = folder.glob("*.partial")
+    assert [s.shape[0] for s in torch.load(partial, weights_only=True)["states"]] == [8, 8]
+
+    calls.clear()
+    monkeypatch.setattr(ode, "teacher_sample", lambda *a, **k: (calls.append(a[3].shape[0]), real(*a, **k))[1])
+    ode.OdeStage(cfg, Run())
+    assert calls == [4] and not partial.exists()  # only the batch the kill lost
+    (path,) = folder.glob("*.pt")
+    resumed = torch.load(path, weights_only=True)
+    path.unlink()
+    ode.OdeStage(cfg, Run())  # uninterrupted
+    fresh = torch.load(path, weights_only=True)
+    assert resumed["captions"] == fresh["captions"] and len(fresh["captions"]) == 20
+    assert torch.equal(resumed["states"], fresh["states"]) and torch.equal(resumed["x0"], fresh["x0"])

@@ -20,7 +20,7 @@ from ..model import CausalWanModel, TextContext
 from ..scheduler import FlowMatchScheduler
 from ..weights import sha256
 from ..world import caption_corpus
-from .common import Stage, StageConfig, optimizer_step
+from .common import Stage, StageConfig, load_checkpoint, optimizer_step, save_checkpoint
 from .teacher import load_teacher, teacher_sample
 
 
@@ -73,27 +73,33 @@ class OdeStage(Stage):
 
     @torch.no_grad()
     def _make_pairs(self, path: Path) -> None:
+        """The teacher's trajectories, saved after every batch to `<path>.partial`: drawing them
+        takes most of an hour on a CPU, and a killed run continues from its last batch."""
         cfg, p = self.cfg, self.preset
         teacher, text = load_teacher(cfg, p, self.run.device)
         captions = caption_corpus(cfg.trajectories, seed0=10**7)  # unseen by the teacher's cache
         g = torch.Generator().manual_seed(cfg.seed + 777)
         uncond = teacher.prepare_text(text.encode([""]))
-        states, finals = [], []
+        partial = path.with_name(path.name + ".partial")
+        done = load_checkpoint(partial) if partial.is_file() else {"states": [], "x0": []}
+        states, finals = done["states"], done["x0"]  # one tensor per finished batch
         shape = (p.model.in_dim, cfg.latent_frames, cfg.height // 8, cfg.width // 8)
         batch = 8
-        for i in tqdm(range(0, cfg.trajectories, batch), desc="teacher ODE trajectories"):
+        for n, i in enumerate(tqdm(range(0, cfg.trajectories, batch), desc="teacher ODE trajectories")):
             caps = captions[i : i + batch]
+            # Drawn for finished batches too: a resumed run gives each batch the noise it had.
             noise = torch.randn((len(caps), *shape), generator=g).to(self.run.device)
+            if n < len(states):
+                continue
             cond = teacher.prepare_text(text.encode(caps))
             un = TextContext([(k.expand(len(caps), -1, -1, -1), v.expand(len(caps), -1, -1, -1)) for k, v in uncond.kv])
             x0, kept = teacher_sample(teacher, cond, un, noise, self.scheduler, cfg.teacher_steps, cfg.cfg_scale,
                                       self.raw_steps)
             states.append(torch.stack([kept[round(r, 6)] for r in self.raw_steps], 1).half().cpu())
             finals.append(x0.half().cpu())
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        torch.save({"states": torch.cat(states), "x0": torch.cat(finals), "captions": captions}, tmp)
-        tmp.replace(path)
+            save_checkpoint(partial, {"states": states, "x0": finals})
+        save_checkpoint(path, {"states": torch.cat(states), "x0": torch.cat(finals), "captions": captions})
+        partial.unlink()
 
     def modules(self):
         return {"student": self.student}
