@@ -70,7 +70,7 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
             assert set(probe["sigmas"]) == {str(s) for s in OBJECT_PROBE_SIGMAS}
             # Which caption words the teacher reads (dsa_core.probe), per σ.
             words = json.loads((folder / "caption_probe.json").read_text())
-            assert words["clips"] == 8 and set(words["sigmas"]) == {str(s) for s in CAPTION_PROBE_SIGMAS}
+            assert words["clips"] == 16 and set(words["sigmas"]) == {str(s) for s in CAPTION_PROBE_SIGMAS}
             assert all(set(row) == {"caption_effect", *SWAPS} and row["caption_effect"] > 0
                        for row in words["sigmas"].values())
         if stage == "text":

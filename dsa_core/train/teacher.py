@@ -388,7 +388,7 @@ class TeacherStage(Stage):
         path.write_text(json.dumps(object_cell_errors(predict_x0, x0, x_empty, mask), indent=2))
 
     @torch.no_grad()
-    def caption_probe(self, vae: AutoencoderKLWan, path: Path, clips: int = 8) -> None:
+    def caption_probe(self, vae: AutoencoderKLWan, path: Path, clips: int = 16) -> None:
         """`dsa_core.probe.caption_shares` of the EMA teacher on held-out one-object clips, as JSON:
         whether it reads the caption's motion, shape and colour words at each σ."""
         from ..probe import caption_shares, probe_clips, teacher_predictor  # the probe imports this module
