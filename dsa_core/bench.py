@@ -35,7 +35,7 @@ from .pipeline import StreamingPipeline
 from .text import TextEncoder
 from .train.data import to_video_tensor
 from .train.ode import OdeConfig
-from .train.teacher import grid_start, load_teacher_folder, teacher_sample
+from .train.teacher import grid_start, load_teacher_folder, teacher_folder_problem, teacher_sample
 from .vae import StreamingDecoder, encode, to_uint8_frames
 from .world import WORLDS, Clip, heldout_seed, render_clip
 
@@ -351,9 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.prompts <= len(PROMPT_CLIPS):
         ap.error(f"--prompts={args.prompts} is outside the allowed range 1..{len(PROMPT_CLIPS)}")
     for folder in args.teacher:
-        missing = [n for n in ("teacher.safetensors", "text_encoder") if not (folder / n).exists()]
-        if missing:
-            ap.error(f"--teacher {folder}: has no {' or '.join(missing)} (expected a teacher stage's final/ folder)")
+        problem = teacher_folder_problem(folder)
+        if problem:
+            ap.error(f"--teacher {problem}")
     if args.references_only and args.plot:
         ap.error("--plot draws the schedules, which --references-only skips")
 

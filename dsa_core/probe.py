@@ -27,7 +27,7 @@ from .pipeline import StreamingPipeline
 from .scheduler import FlowMatchScheduler
 from .text import TextEncoder
 from .train.data import to_video_tensor
-from .train.teacher import load_teacher_folder
+from .train.teacher import load_teacher_folder, teacher_folder_problem
 from .vae import encode
 from .world import SIMPLE_CONFIG, WorldConfig, caption_variants, heldout_seed, render_spec, sample_clip
 
@@ -115,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= args.clips <= MAX_CLIPS:
         ap.error(f"--clips={args.clips} is outside the allowed range 1..{MAX_CLIPS}")
     for folder in args.teacher:
-        missing = [f for f in ("teacher.safetensors", "text_encoder") if not (folder / f).exists()]
-        if missing:
-            ap.error(f"--teacher {folder}: has no {' or '.join(missing)} (expected a teacher stage's final/ folder)")
+        problem = teacher_folder_problem(folder)
+        if problem:
+            ap.error(f"--teacher {problem}")
     pipe = StreamingPipeline.from_preset("tiny", device=args.device)
     teachers = {"shipped": (load_teacher(pipe.weights_dir, pipe), pipe.text_encoder)}
     for folder in args.teacher:

@@ -8,6 +8,7 @@ their own noise levels) and predicts the trajectory's end.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,33 +74,34 @@ class OdeStage(Stage):
 
     @torch.no_grad()
     def _make_pairs(self, path: Path) -> None:
-        """The teacher's trajectories, saved after every batch to `<path>.partial`: drawing them
-        takes most of an hour on a CPU, and a killed run continues from its last batch."""
+        """The teacher's trajectories, each batch saved in `<path>.partial/` as it is drawn:
+        drawing them takes most of an hour on a CPU, and a killed run continues from its last batch."""
         cfg, p = self.cfg, self.preset
         teacher, text = load_teacher(cfg, p, self.run.device)
         captions = caption_corpus(cfg.trajectories, seed0=10**7)  # unseen by the teacher's cache
         g = torch.Generator().manual_seed(cfg.seed + 777)
         uncond = teacher.prepare_text(text.encode([""]))
         partial = path.with_name(path.name + ".partial")
-        done = load_checkpoint(partial) if partial.is_file() else {"states": [], "x0": []}
-        states, finals = done["states"], done["x0"]  # one tensor per finished batch
         shape = (p.model.in_dim, cfg.latent_frames, cfg.height // 8, cfg.width // 8)
         batch = 8
         for n, i in enumerate(tqdm(range(0, cfg.trajectories, batch), desc="teacher ODE trajectories")):
             caps = captions[i : i + batch]
             # Drawn for finished batches too: a resumed run gives each batch the noise it had.
-            noise = torch.randn((len(caps), *shape), generator=g).to(self.run.device)
-            if n < len(states):
+            noise = torch.randn((len(caps), *shape), generator=g)
+            if (partial / f"{n}.pt").is_file():
                 continue
             cond = teacher.prepare_text(text.encode(caps))
             un = TextContext([(k.expand(len(caps), -1, -1, -1), v.expand(len(caps), -1, -1, -1)) for k, v in uncond.kv])
-            x0, kept = teacher_sample(teacher, cond, un, noise, self.scheduler, cfg.teacher_steps, cfg.cfg_scale,
-                                      self.raw_steps)
-            states.append(torch.stack([kept[round(r, 6)] for r in self.raw_steps], 1).half().cpu())
-            finals.append(x0.half().cpu())
-            save_checkpoint(partial, {"states": states, "x0": finals})
-        save_checkpoint(path, {"states": torch.cat(states), "x0": torch.cat(finals), "captions": captions})
-        partial.unlink()
+            x0, kept = teacher_sample(teacher, cond, un, noise.to(self.run.device), self.scheduler, cfg.teacher_steps,
+                                      cfg.cfg_scale, self.raw_steps)
+            save_checkpoint(partial / f"{n}.pt", {
+                "states": torch.stack([kept[round(r, 6)] for r in self.raw_steps], 1).half().cpu(),
+                "x0": x0.half().cpu(),
+            })
+        batches = [load_checkpoint(partial / f"{n}.pt") for n in range(-(-cfg.trajectories // batch))]
+        save_checkpoint(path, {"states": torch.cat([b["states"] for b in batches]),
+                               "x0": torch.cat([b["x0"] for b in batches]), "captions": captions})
+        shutil.rmtree(partial)
 
     def modules(self):
         return {"student": self.student}

@@ -255,6 +255,14 @@ def load_teacher(cfg: StageConfig, preset, device) -> tuple[CausalWanModel, Text
     return load_teacher_folder(folder, preset, device)
 
 
+def teacher_folder_problem(folder: Path) -> str | None:
+    """Why `folder` is not a teacher `load_teacher_folder` can load, or None."""
+    missing = [n for n in ("teacher.safetensors", "text_encoder") if not (folder / n).exists()]
+    if missing:
+        return f"{folder}: has no {' or '.join(missing)} (expected a teacher stage's final/ folder)"
+    return None
+
+
 def load_teacher_folder(folder: Path, preset, device) -> tuple[CausalWanModel, TextEncoder]:
     """A teacher and its text encoder from `folder` (`teacher.safetensors`, `text_encoder/`), frozen."""
     teacher = CausalWanModel(preset.model)
