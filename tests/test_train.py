@@ -300,6 +300,27 @@ def test_object_probe_tells_a_denoiser_that_keeps_objects_from_one_that_drops_th
     assert noisy == sorted(noisy) and noisy[0] > 0
 
 
+def test_object_probe_marks_the_cells_the_training_caches_mark():
+    """The probe's mask is `data.object_cells`: a cell counts where any pixel frame its latent
+    frame encodes shows an object, as the latent caches (and `object_weight`) count it."""
+    from dsa_core.config import TINY
+    from dsa_core.train.data import object_cells, world_config
+    from dsa_core.train.teacher import object_probe_clips
+    from dsa_core.vae import make_vae
+    from dsa_core.world import heldout_seed, object_map, sample_clip
+
+    torch.manual_seed(0)
+    world = world_config(32, 32, 13)
+    x0, x_empty, mask, captions = object_probe_clips(make_vae(TINY.vae), world, 3)
+    assert mask.shape == (3, 1, *x0.shape[2:]) and x_empty.shape == x0.shape and len(captions) == 3
+    specs = [sample_clip(heldout_seed(i), world) for i in range(3)]
+    assert torch.equal(mask.bool()[:, 0], torch.from_numpy(np.stack([object_cells(s, 8) for s in specs])))
+    for spec, m in zip(specs, mask[:, 0].bool().numpy()):  # every pixel frame's objects are inside the mask
+        for f in range(13):
+            assert not ((object_map(spec, f, 8) >= 0) & ~m[(f + 3) // 4]).any()
+    assert 0 < float(mask.mean()) < 1
+
+
 def test_latent_cache_is_the_same_whatever_the_worker_count(tmp_path):
     """Clips render in a process pool; the cache must still be a function of the seeds alone."""
     from dsa_core.config import TINY

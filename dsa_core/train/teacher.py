@@ -27,9 +27,9 @@ from ..scheduler import FlowMatchScheduler
 from ..text import TextEncoder
 from ..vae import encode, latents_to_vae, to_uint8_frames
 from ..weights import sha256
-from ..world import WorldConfig, heldout_seed, object_map, render_clip, render_spec, sample_clip
+from ..world import WorldConfig, heldout_seed, render_clip, render_spec, sample_clip
 from .common import Stage, StageConfig, device_generator, ema_update, optimizer_step, set_lr, video_frames
-from .data import LatentCache, to_video_tensor, world_config
+from .data import LatentCache, object_cells, to_video_tensor, world_config
 
 
 @dataclass
@@ -201,11 +201,11 @@ def teacher_sample(
 OBJECT_PROBE_SIGMAS = (0.5, 0.7, 0.85, 0.95)
 
 
-def object_probe_clips(vae: AutoencoderKLWan, world: WorldConfig, clips: int, latent_frames: int
+def object_probe_clips(vae: AutoencoderKLWan, world: WorldConfig, clips: int
                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     """Held-out clips as latents, the same clips rendered without their objects, and the mask
-    `[B, 1, F, h, w]` of latent cells an object covers (`world.object_map` at the frame each
-    latent frame ends on)."""
+    `[B, 1, F, h, w]` of latent cells an object covers (`data.object_cells`, as the training
+    caches mark them)."""
     specs = [sample_clip(heldout_seed(i), world) for i in range(clips)]
     empty = copy.deepcopy(specs)
     for spec in empty:
@@ -213,11 +213,8 @@ def object_probe_clips(vae: AutoencoderKLWan, world: WorldConfig, clips: int, la
             scene.objects = []
     x0 = encode(vae, to_video_tensor([render_spec(s) for s in specs]))
     x_empty = encode(vae, to_video_tensor([render_spec(s) for s in empty]))
-    cell = world.height // x0.shape[-2]
-    mask = torch.stack([
-        torch.from_numpy(np.stack([object_map(s, max(0, 4 * k - 1), cell) >= 0 for k in range(latent_frames)]))
-        for s in specs
-    ])[:, None].float().to(x0.device)
+    cells = [object_cells(s, vae.config.scale_factor_spatial, vae.config.scale_factor_temporal) for s in specs]
+    mask = torch.from_numpy(np.stack(cells))[:, None].float().to(x0.device)
     return x0, x_empty, mask, [s.caption for s in specs]
 
 
@@ -386,7 +383,7 @@ class TeacherStage(Stage):
         """`object_cell_errors` of the EMA teacher on held-out clips, as JSON."""
         device, cfg = self.run.device, self.cfg
         world = world_config(cfg.height, cfg.width, cfg.num_frames)
-        x0, x_empty, mask, captions = object_probe_clips(vae, world, clips, cfg.latent_frames)
+        x0, x_empty, mask, captions = object_probe_clips(vae, world, clips)
         text = self.ema.prepare_text(self.text_ema.encode(captions).to(device))
 
         def predict_x0(x_t: torch.Tensor, sigma: float) -> torch.Tensor:
