@@ -172,6 +172,7 @@ def test_bad_config_is_refused_before_any_work(tmp_path, capsys, extra, match):
         ({"short_dataset_clips": 0}, "short_dataset_clips=0 must be >= 1"),
         ({"object_weight": 0.5}, "object_weight=0.5 must be a number >= 1"),
         ({"short_object_weight": float("nan")}, "short_object_weight=nan must be a number >= 1"),
+        ({"short_speed_frames": 1}, "short_speed_frames=1 must be 0 (the clip's own length) or >= 2"),
     ],
 )
 def test_bad_teacher_curriculum_is_refused(tmp_path, capsys, extra, message):
@@ -385,6 +386,21 @@ def test_each_teacher_phase_weighs_objects_by_its_own_weight(tmp_path):
         weighted = first_losses(step, **{name: 4.0})
         # The same first step: the plain loss is logged as before, the weighted one beside it.
         assert weighted["flow"] == pytest.approx(plain["flow"]) and weighted["weighted_flow"] != weighted["flow"]
+
+
+def test_short_speed_frames_slow_the_short_clips_alone(tmp_path):
+    """`short_speed_frames` renders the 9-frame phase's clips at a longer clip's speeds: the
+    same clips and captions, other latents, in a cache of their own; the whole clips are untouched."""
+    from dsa_core.train.teacher import TeacherConfig, TeacherStage
+
+    train(tmp_path, "vae", steps=1)
+    train(tmp_path, "text", steps=1)
+    own, slow = (TeacherStage(load_config(TeacherConfig, toy_config(tmp_path, "teacher", **extra)), Run()).data
+                 for extra in ({}, {"short_speed_frames": 81}))
+    assert own["short"].captions == slow["short"].captions
+    assert not torch.equal(own["short"].latents, slow["short"].latents)
+    assert torch.equal(own["long"].latents, slow["long"].latents)
+    assert len(list((tmp_path / "run" / "latents").glob("*_speed81_cells.pt"))) == 1
 
 
 def test_teacher_sample_from_a_noised_clip_starts_on_the_grid_and_keeps_what_the_model_keeps():

@@ -426,11 +426,34 @@ def test_no_events_when_disabled():
         ({"p_cut": 1.5}, "p_cut"),
         ({"object_count_probs": (0.0, 0.0)}, "object_count_probs"),
         ({"background_probs": (1.0, 1.0)}, "background_probs"),
+        ({"speed_frames": 1}, "speed_frames"),
+        ({"speed_frames": "81"}, "speed_frames"),
     ],
 )
 def test_config_validation(kwargs, field):
     with pytest.raises(ValueError, match=field):
         WorldConfig(**kwargs)
+
+
+def test_speed_frames_keep_a_longer_clips_motion_speeds():
+    """A 9-frame clip runs a whole 81-frame path (speeds ×10); with `speed_frames=81` it keeps
+    the 81-frame speeds: the same caption, a slow piece of the same motion."""
+    import dataclasses
+
+    whole, fast, slow = (dataclasses.replace(SIMPLE_CONFIG, num_frames=n, speed_frames=sf)
+                         for n, sf in ((81, None), (9, None), (9, 81)))
+    linear = 0
+    for seed in range(40):
+        w, f, s = (sample_clip(train_seed(seed), c) for c in (whole, fast, slow))
+        assert w.caption == f.caption == s.caption
+        (ow,), (of,), (os_,) = (c.scenes[0].objects for c in (w, f, s))
+        if ow.motion in ("left", "right", "up", "down"):
+            linear += 1
+            assert np.allclose(os_.vel, ow.vel) and np.allclose(of.vel, np.multiply(ow.vel, 10))
+            for cfg, o in ((fast, of), (slow, os_)):  # the rendered path moves at that speed
+                steps = np.diff(object_centres(train_seed(seed), cfg)[0][0], axis=0)
+                assert np.allclose(steps, o.vel)
+    assert linear >= 5
 
 
 def test_speed():

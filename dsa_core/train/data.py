@@ -16,8 +16,8 @@ from ..vae import encode
 from ..world import ClipSpec, WorldConfig, object_map, render_clip, render_spec, sample_clip, train_seed
 
 
-def world_config(height: int, width: int, num_frames: int) -> WorldConfig:
-    return WorldConfig(height=height, width=width, num_frames=num_frames)
+def world_config(height: int, width: int, num_frames: int, speed_frames: int | None = None) -> WorldConfig:
+    return WorldConfig(height=height, width=width, num_frames=num_frames, speed_frames=speed_frames)
 
 
 def to_video_tensor(frames: list[np.ndarray]) -> torch.Tensor:

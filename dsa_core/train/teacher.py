@@ -66,6 +66,10 @@ class TeacherConfig(StageConfig):
     # from noise, so it can be weighted there alone.
     short_object_weight: float = 1.0
     object_weight: float = 1.0
+    # The short clips' motion speeds: 0 rescales each world path to the clip's own length, so
+    # a 9-frame clip runs a whole 81-frame path (objects smeared across a latent frame); 81
+    # keeps the whole clips' speeds (`WorldConfig.speed_frames`), a slow piece of the motion.
+    short_speed_frames: int = 0
     # torch.compile the teacher's training forward: whole steps (text encoder, AdamW and EMAs
     # included) 1.25× faster on 9-frame clips and 1.15× on 81-frame ones on 2 CPU cores, for
     # about 100 s of compiling per phase and per resume.  Numerics differ from eager in the
@@ -84,6 +88,8 @@ class TeacherConfig(StageConfig):
                 raise ValueError(f"{name}={getattr(self, name)} must be a number >= 1")
         if not 0 < self.ema_decay < 1:
             raise ValueError(f"ema_decay={self.ema_decay} must be in (0, 1)")
+        if self.short_speed_frames != 0 and self.short_speed_frames < 2:
+            raise ValueError(f"short_speed_frames={self.short_speed_frames} must be 0 (the clip's own length) or >= 2")
         if self.long_from_step < 0:
             raise ValueError(f"long_from_step={self.long_from_step} must be >= 0")
         self.check_latent_frames("short_latent_frames")
@@ -301,17 +307,18 @@ class TeacherStage(Stage):
         self.scheduler = FlowMatchScheduler(p.sampling.shift)
         # Keyed by the VAE's hash: a retrained VAE gets a fresh cache.
         vae_id = sha256(vae_dir / "diffusion_pytorch_model.safetensors")[:12]
-        phases = {"long": (cfg.dataset_clips, cfg.num_frames)}
+        phases = {"long": (cfg.dataset_clips, cfg.num_frames, 0)}
         if cfg.long_from_step > 0:
-            phases["short"] = (cfg.short_dataset_clips, video_frames(cfg.short_latent_frames))
+            phases["short"] = (cfg.short_dataset_clips, video_frames(cfg.short_latent_frames), cfg.short_speed_frames)
         # "_cells": caches from before `LatentCache.objects` existed are rebuilt, not misread.
-        paths = {k: Path(cfg.out_dir) / "latents" / f"{vae_id}_{n}_{f}_cells.pt" for k, (n, f) in phases.items()}
+        paths = {k: Path(cfg.out_dir) / "latents" / f"{vae_id}_{n}_{f}{f'_speed{sf}' if sf else ''}_cells.pt"
+                 for k, (n, f, sf) in phases.items()}
         missing = [k for k, path in paths.items() if not path.is_file()]
         if run.main and missing:
             vae = load_vae(vae_dir, run.device)
             for key in missing:
-                n, frames = phases[key]
-                LatentCache.build(paths[key], vae, n, world_config(cfg.height, cfg.width, frames))
+                n, frames, speed = phases[key]
+                LatentCache.build(paths[key], vae, n, world_config(cfg.height, cfg.width, frames, speed or None))
         run.barrier()
         self.data = {key: LatentCache.load(path).to(run.device) for key, path in paths.items()}
 

@@ -18,14 +18,18 @@ class WorldConfig:
     """Frame geometry and the probabilities the scene sampler draws from.
 
     Motion speeds and durations are defined for the default 64×64, 81-frame clip and rescale
-    with `min(height, width) / 64` in space and `(num_frames - 1) / 80` in time, so a clip of
-    another size or length shows the same motions.
+    with `min(height, width) / 64` in space and `(num_frames - 1) / 80` in time (or
+    `speed_frames`), so a clip of another size or length shows the same motions.
     """
 
     height: int = 64
     width: int = 64
     fps: int = 16
     num_frames: int = 81  # 1 + 4k: one first frame, then 4 frames per latent frame
+    # The clip length whose motion speeds a clip keeps: None rescales them to `num_frames`, so
+    # a 9-frame clip runs a whole 81-frame path (an object crosses up to half the frame in one
+    # latent frame); 81 keeps the 81-frame speeds, so a short clip is a slow piece of motion.
+    speed_frames: int | None = None
 
     # Per-clip probability of each event (each happens at most once per clip).
     p_enter: float = 0.25  # an object enters from off-screen at a random frame
@@ -46,6 +50,9 @@ class WorldConfig:
         n = self.num_frames
         if not isinstance(n, int) or isinstance(n, bool) or n < 1 or (n - 1) % 4:
             raise ValueError(f"WorldConfig.num_frames must be 1 + 4k >= 1 (1, 5, 9, ..., 81, ...), got {n!r}")
+        sf = self.speed_frames
+        if sf is not None and (not isinstance(sf, int) or isinstance(sf, bool) or sf < 2):
+            raise ValueError(f"WorldConfig.speed_frames must be None or an integer >= 2, got {sf!r}")
         if not isinstance(self.fps, int) or isinstance(self.fps, bool) or self.fps < 1:
             raise ValueError(f"WorldConfig.fps must be an integer >= 1, got {self.fps!r}")
         for name in ("p_enter", "p_turn", "p_cut", "p_pan"):

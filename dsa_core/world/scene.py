@@ -436,7 +436,7 @@ def sample_clip(seed: int, cfg: WorldConfig = DEFAULT_CONFIG) -> ClipSpec:
         raise ValueError(f"seed must be >= 0, got {seed}")
     rng = np.random.default_rng(seed)
     T = cfg.num_frames
-    ts = max(T - 1, 1) / 80.0
+    ts = max((cfg.speed_frames or T) - 1, 1) / 80.0
     sp = min(cfg.height, cfg.width) / 64.0
 
     # Events first (so their rates are exactly the configured ones), then the scenes.
