@@ -69,6 +69,8 @@ class TeacherConfig(StageConfig):
     # The short clips' motion speeds: 0 rescales each world path to the clip's own length, so
     # a 9-frame clip runs a whole 81-frame path (objects smeared across a latent frame); 81
     # keeps the whole clips' speeds (`WorldConfig.speed_frames`), a slow piece of the motion.
+    # Not in the recipe: at 81 a 9-frame teacher drew objects a little more often, a gain that
+    # 300 whole-clip steps lost (README, Training).
     short_speed_frames: int = 0
     # torch.compile the teacher's training forward: whole steps (text encoder, AdamW and EMAs
     # included) 1.25× faster on 9-frame clips and 1.15× on 81-frame ones on 2 CPU cores, for
