@@ -338,7 +338,9 @@ def test_latent_cache_is_the_same_whatever_the_worker_count(tmp_path):
     assert one.captions == two.captions == [render_clip(train_seed(i), world).caption for i in range(11)]
     assert torch.equal(one.latents, two.latents) and one.latents.shape == (11, 16, 2, 4, 4)
     clip = to_video_tensor([render_clip(train_seed(10), world).frames])
-    torch.testing.assert_close(one.latents[10:].float(), encode(vae, clip).half().float())
+    # Encoded in a batch of three there and alone here: batch-size-dependent CPU kernels may
+    # round the float16 latents one last bit apart (seen on an AMD EPYC host), no more.
+    torch.testing.assert_close(one.latents[10:].float(), encode(vae, clip).half().float(), rtol=2e-3, atol=1e-4)
     assert torch.equal(one.objects, two.objects) and one.objects.shape == (11, 1, 2, 4, 4)
     assert one.objects.any() and not one.objects.all()
     x0, captions, objects = one.batch(torch.Generator().manual_seed(0), 3)
