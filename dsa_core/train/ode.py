@@ -84,7 +84,8 @@ class OdeStage(Stage):
         partial = path.with_name(path.name + ".partial")
         shape = (p.model.in_dim, cfg.latent_frames, cfg.height // 8, cfg.width // 8)
         batch = 8
-        for n, i in enumerate(tqdm(range(0, cfg.trajectories, batch), desc="teacher ODE trajectories")):
+        starts = range(0, cfg.trajectories, batch)
+        for n, i in enumerate(tqdm(starts, desc="teacher ODE trajectories")):
             caps = captions[i : i + batch]
             # Drawn for finished batches too: a resumed run gives each batch the noise it had.
             noise = torch.randn((len(caps), *shape), generator=g)
@@ -98,7 +99,7 @@ class OdeStage(Stage):
                 "states": torch.stack([kept[round(r, 6)] for r in self.raw_steps], 1).half().cpu(),
                 "x0": x0.half().cpu(),
             })
-        batches = [load_checkpoint(partial / f"{n}.pt") for n in range(-(-cfg.trajectories // batch))]
+        batches = [load_checkpoint(partial / f"{n}.pt") for n in range(len(starts))]
         save_checkpoint(path, {"states": torch.cat([b["states"] for b in batches]),
                                "x0": torch.cat([b["x0"] for b in batches]), "captions": captions})
         shutil.rmtree(partial)

@@ -309,18 +309,19 @@ class TeacherStage(Stage):
         self.scheduler = FlowMatchScheduler(p.sampling.shift)
         # Keyed by the VAE's hash: a retrained VAE gets a fresh cache.
         vae_id = sha256(vae_dir / "diffusion_pytorch_model.safetensors")[:12]
-        phases = {"long": (cfg.dataset_clips, cfg.num_frames, 0)}
+        phases = {"long": (cfg.dataset_clips, world_config(cfg.height, cfg.width, cfg.num_frames))}
         if cfg.long_from_step > 0:
-            phases["short"] = (cfg.short_dataset_clips, video_frames(cfg.short_latent_frames), cfg.short_speed_frames)
+            phases["short"] = (cfg.short_dataset_clips, world_config(
+                cfg.height, cfg.width, video_frames(cfg.short_latent_frames), cfg.short_speed_frames or None))
         # "_cells": caches from before `LatentCache.objects` existed are rebuilt, not misread.
-        paths = {k: Path(cfg.out_dir) / "latents" / f"{vae_id}_{n}_{f}{f'_speed{sf}' if sf else ''}_cells.pt"
-                 for k, (n, f, sf) in phases.items()}
+        paths = {k: Path(cfg.out_dir) / "latents" / (f"{vae_id}_{n}_{w.num_frames}"
+                                                     f"{f'_speed{w.speed_frames}' if w.speed_frames else ''}_cells.pt")
+                 for k, (n, w) in phases.items()}
         missing = [k for k, path in paths.items() if not path.is_file()]
         if run.main and missing:
             vae = load_vae(vae_dir, run.device)
             for key in missing:
-                n, frames, speed = phases[key]
-                LatentCache.build(paths[key], vae, n, world_config(cfg.height, cfg.width, frames, speed or None))
+                LatentCache.build(paths[key], vae, *phases[key])
         run.barrier()
         self.data = {key: LatentCache.load(path).to(run.device) for key, path in paths.items()}
 
