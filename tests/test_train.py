@@ -5,6 +5,8 @@ import os
 import re
 import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -504,3 +506,46 @@ def test_ode_trajectories_killed_mid_way_continue_from_their_last_batch(tmp_path
     fresh = torch.load(path, weights_only=True)
     assert resumed["captions"] == fresh["captions"] and len(fresh["captions"]) == 20
     assert torch.equal(resumed["states"], fresh["states"]) and torch.equal(resumed["x0"], fresh["x0"])
+
+
+SIDE_BY_SIDE = Path(__file__).resolve().parents[1] / "scripts" / "teachers_side_by_side.sh"
+
+
+def side_by_side(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(SIDE_BY_SIDE), *map(str, args)], capture_output=True, text=True,
+                          env={**os.environ, "PYTHON": sys.executable})
+
+
+@pytest.mark.slow
+def test_teachers_side_by_side_share_one_vae_text_encoder_and_cache(tmp_path):
+    train(tmp_path, "vae")
+    train(tmp_path, "text")
+    base = tmp_path / "run"
+    for d in "ab":
+        (tmp_path / d).mkdir()
+    slow = toy_config(tmp_path / "b", "teacher", out_dir=str(tmp_path / "b"), short_speed_frames=81)
+    configs = [toy_config(tmp_path / "a", "teacher", out_dir=str(tmp_path / "a")), slow]
+    done = side_by_side(base, *configs)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == [str(tmp_path / d / "teacher" / "final") for d in "ab"]
+    for d in "ab":
+        assert (tmp_path / d / "teacher" / "final" / "teacher.safetensors").is_file()
+        assert all((tmp_path / d / link).resolve() == base / link for link in ("vae", "text", "latents"))
+        losses = (tmp_path / d / "teacher" / "losses.jsonl").read_text().splitlines()
+        assert [json.loads(row)["step"] for row in losses] == [0, 1]
+    # Built once: the whole clips and the 9-frame ones, and the slow run's own 9-frame clips.
+    assert sorted(p.name.split("_", 1)[1] for p in (base / "latents").iterdir()) == [
+        "4_21_cells.pt", "4_9_cells.pt", "4_9_speed81_cells.pt"]
+    # Run again: each run resumes from its checkpoint (no steps left) instead of refusing it.
+    assert side_by_side(base, *configs).returncode == 0
+
+
+def test_teachers_side_by_side_refuse_a_shared_out_dir_before_any_work(tmp_path):
+    for stage in ("vae", "text"):
+        (tmp_path / "run" / stage / "final").mkdir(parents=True)
+    twice = toy_config(tmp_path, "teacher", out_dir=str(tmp_path / "a"))
+    refused = side_by_side(tmp_path / "run", twice, twice)
+    assert refused.returncode == 2 and "each run needs its own" in refused.stderr
+    assert not (tmp_path / "a" / "teacher").exists()
+    missing = side_by_side(tmp_path / "nothing", twice)
+    assert missing.returncode == 2 and "vae/final is missing" in missing.stderr

@@ -100,7 +100,9 @@ class LatentCache:
                 captions += caps
                 objects += cells
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        # A name of its own: runs side by side (scripts/teachers_side_by_side.sh) may build the
+        # same cache at once, and each must replace the file whole.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         torch.save({"latents": torch.cat(latents), "captions": captions,
                     "objects": torch.from_numpy(np.stack(objects))[:, None]}, tmp)
         tmp.replace(path)
