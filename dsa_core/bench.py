@@ -140,7 +140,8 @@ def run_once(pipe: StreamingPipeline, name: str, params: dict, clip: Clip, seed:
 
 
 def reference_scores(pipe: StreamingPipeline, clips: list[Clip], evaluator: Evaluator,
-                     teachers: tuple[Path, ...] = (), renoise: tuple[float, ...] = ()) -> dict[str, dict]:
+                     teachers: tuple[Path, ...] = (), renoise: tuple[float, ...] = (),
+                     shipped_teacher: bool = True) -> dict[str, dict]:
     """Scores of what bounds the students, on the same prompts: their own clips as rendered;
     after a round trip through the model's VAE (encode → decode), above which nothing this VAE
     decodes can score; and, where the weights ship it, the teacher's samples as the ODE stage
@@ -148,7 +149,9 @@ def reference_scores(pipe: StreamingPipeline, clips: list[Clip], evaluator: Eval
     a gap is the VAE's, the teacher's or the distillation's.  `teachers`: more teacher folders
     (a `teacher` stage's `final/`), each sampled with its own text encoder on the same noise.
     `renoise`: σ levels from which each teacher also samples the clips themselves, noised
-    (`teacher_sample`'s `start_sigma`): where it loses what it cannot draw from noise."""
+    (`teacher_sample`'s `start_sigma`): where it loses what it cannot draw from noise.
+    `shipped_teacher=False` leaves the shipped teacher out (scoring candidates against numbers
+    already measured, without sampling it again)."""
     videos = {"real clips": [c.frames for c in clips], "real clips through the VAE": []}
     latents = [encode(pipe.vae, to_video_tensor([c.frames]).to(pipe.device)) for c in clips]
     for x0 in latents:
@@ -156,7 +159,7 @@ def reference_scores(pipe: StreamingPipeline, clips: list[Clip], evaluator: Eval
     ode = OdeConfig()
     sampling = f"{ode.teacher_steps} steps, CFG {ode.cfg_scale:g}"
     candidates = []
-    if pipe.weights_dir is not None and (pipe.weights_dir / "teacher.safetensors").is_file():
+    if shipped_teacher and pipe.weights_dir is not None and (pipe.weights_dir / "teacher.safetensors").is_file():
         candidates.append(("teacher", load_teacher(pipe.weights_dir, pipe), pipe.text_encoder))
     for folder in teachers:
         candidates.append((f"teacher {folder}", *load_teacher_folder(folder, pipe.preset, pipe.device)))
@@ -338,6 +341,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--teacher", type=Path, action="append", default=[], metavar="DIR",
                     help="also score the teacher in DIR (teacher.safetensors and text_encoder/, as a teacher "
                          "stage's final/ folder) beside the shipped one; repeatable")
+    ap.add_argument("--no-shipped-teacher", action="store_true",
+                    help="leave the shipped teacher out of the references (it takes a few minutes to sample; "
+                         "its numbers do not change between runs)")
     ap.add_argument("--references-only", action="store_true",
                     help="score the references (real clips, VAE round trip, teachers) without the schedules")
     ap.add_argument("--renoise", type=float, action="append", default=[], metavar="SIGMA",
@@ -370,7 +376,9 @@ def main(argv: list[str] | None = None) -> int:
     clips = [render_clip(heldout_seed(i), WORLDS[args.world]) for i in indices]
     if args.references_only:
         print(f"model {args.model}, {len(clips)} {args.world}-world prompts, one seed each\n")
-        print(references_text([], reference_scores(pipe, clips, evaluator, tuple(args.teacher), tuple(args.renoise))))
+        references = reference_scores(pipe, clips, evaluator, tuple(args.teacher), tuple(args.renoise),
+                                      not args.no_shipped_teacher)
+        print(references_text([], references))
         return 0
     # Warm-up: first calls pay for allocations and kernel selection.
     list(pipe.generate(clips[0].caption, "fixed", seconds=1, seed=0, steps=1))
@@ -393,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     head_ms, forward_ms = head_time_share(pipe)
     references = {}
     if evaluator is not None:
-        references = reference_scores(pipe, clips, evaluator, tuple(args.teacher), tuple(args.renoise))
+        references = reference_scores(pipe, clips, evaluator, tuple(args.teacher), tuple(args.renoise),
+                                      not args.no_shipped_teacher)
 
     device = f"{pipe.device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     header = (f"model {args.model}{' (RANDOM weights)' if args.random_init else ''}, {device}, "

@@ -74,6 +74,15 @@ def test_bench_scores_a_teacher_folder_beside_the_shipped_one(capsys):
 
 
 @pytest.mark.slow
+def test_bench_can_leave_the_shipped_teacher_out(capsys):
+    shipped = Path(__file__).resolve().parents[1] / "weights" / "tiny"
+    argv = ["--quick", "--references-only", "--world", "simple", "--teacher", str(shipped), "--no-shipped-teacher"]
+    assert bench.main(argv) == 0
+    names = re.findall(r"^(.*) \(the same prompts and scenes\)", capsys.readouterr().out, re.M)
+    assert len(names) == 3 and names[2].startswith(f"teacher {shipped} (")
+
+
+@pytest.mark.slow
 def test_bench_renoise_scores_teachers_on_their_prompts_own_noised_clips(capsys):
     """`--renoise σ`: the teacher also samples the prompts' clips noised to σ.  From little
     noise it keeps most of the clip, so it must score well above its samples from pure noise."""
