@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
 # Trains several teacher configs side by side, sharing one VAE, one text encoder and one set of
 # latent caches.  Why side by side: a batch 16–128 teacher step is launch-bound on a GPU (about
-# 4400 small kernels for a few milliseconds of arithmetic), so four runs at once on one GPU take
-# about as long as one (README, Training, "A second GPU run").  Resumable: run it again after an
-# interruption and every run continues from its last checkpoint.
+# 4400 small kernels for a few milliseconds of arithmetic), so one run leaves most of it idle;
+# four at once on an H200 took 72–81 ms a step each (README, Training, "A second GPU run").
+# Resumable: run it again after an interruption and every run continues from its last checkpoint.
 #
 # Usage: bash scripts/teachers_side_by_side.sh BASE CFG [CFG...]
 #   BASE  a run folder holding vae/final and text/final (the `vae` and `text` stages' out_dir)
-#   CFG   a teacher config (JSON) with its own out_dir; the run's log goes to <out_dir>/teacher.log
+#   CFG   a teacher config (JSON) with its own out_dir (relative to the repository, as the stages
+#         read it); the run's log goes to <out_dir>/teacher.log
 set -euo pipefail
+if [ $# -lt 2 ]; then sed -n 8,11p "$0" >&2; exit 2; fi
+# Paths as the caller gave them, before moving to the repository (where `dsa_core` imports).
+base=$(realpath -m "$1"); shift
+cfgs=()
+for cfg in "$@"; do cfgs+=("$(realpath -m "$cfg")"); done
 cd "$(dirname "$0")/.."
-if [ $# -lt 2 ]; then sed -n 8,10p "$0" >&2; exit 2; fi
-base=$(realpath "$1"); shift
 for stage in vae text; do
   if [ ! -d "$base/$stage/final" ]; then
     echo "$base/$stage/final is missing: run \`python -m dsa_core.train $stage\` with out_dir $base first" >&2
@@ -20,7 +24,7 @@ for stage in vae text; do
 done
 mkdir -p "$base/latents"
 dirs=()
-for cfg in "$@"; do
+for cfg in "${cfgs[@]}"; do
   if ! dir=$("${PYTHON:-python}" -c 'import json, sys; print(json.load(open(sys.argv[1]))["out_dir"])' "$cfg" 2>/dev/null); then
     echo "$cfg: not a JSON teacher config with an out_dir" >&2; exit 2
   fi
@@ -43,10 +47,9 @@ train() { "${PYTHON:-python}" -m dsa_core.train teacher --resume --config "$1" >
 # The first run builds the caches it needs; the others start once its progress bar shows, so
 # they find those caches built (a config whose caches differ, say another short_speed_frames,
 # builds its own meanwhile).
-train "$1" "${dirs[0]}" &
+train "${cfgs[0]}" "${dirs[0]}" &
 pids=($!)
 until grep -q "teacher:" "${dirs[0]}/teacher.log" 2>/dev/null || ! kill -0 "${pids[0]}" 2>/dev/null; do sleep 2; done
-cfgs=("$@")
 for i in $(seq 1 $((${#cfgs[@]} - 1))); do
   train "${cfgs[i]}" "${dirs[i]}" &
   pids+=($!)
