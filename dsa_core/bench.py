@@ -374,11 +374,10 @@ def main(argv: list[str] | None = None) -> int:
                  f"videos only ({args.model} makes {s.width}×{s.height})")
     indices, seeds = (PROMPT_CLIPS[:2], [0]) if args.quick else (PROMPT_CLIPS[: args.prompts], list(range(args.seeds)))
     clips = [render_clip(heldout_seed(i), WORLDS[args.world]) for i in indices]
+    teacher_options = (tuple(args.teacher), tuple(args.renoise), not args.no_shipped_teacher)
     if args.references_only:
         print(f"model {args.model}, {len(clips)} {args.world}-world prompts, one seed each\n")
-        references = reference_scores(pipe, clips, evaluator, tuple(args.teacher), tuple(args.renoise),
-                                      not args.no_shipped_teacher)
-        print(references_text([], references))
+        print(references_text([], reference_scores(pipe, clips, evaluator, *teacher_options)))
         return 0
     # Warm-up: first calls pay for allocations and kernel selection.
     list(pipe.generate(clips[0].caption, "fixed", seconds=1, seed=0, steps=1))
@@ -401,8 +400,7 @@ def main(argv: list[str] | None = None) -> int:
     head_ms, forward_ms = head_time_share(pipe)
     references = {}
     if evaluator is not None:
-        references = reference_scores(pipe, clips, evaluator, tuple(args.teacher), tuple(args.renoise),
-                                      not args.no_shipped_teacher)
+        references = reference_scores(pipe, clips, evaluator, *teacher_options)
 
     device = f"{pipe.device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     header = (f"model {args.model}{' (RANDOM weights)' if args.random_init else ''}, {device}, "
