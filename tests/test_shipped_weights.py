@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from dsa_core.calibration import calibration, load_teacher
 from dsa_core.pipeline import StreamingPipeline
@@ -60,3 +61,23 @@ def test_each_schedule_runs_on_its_shipped_student(tmp_path):
     with pytest.raises(ValueError, match="student='nope' is not shipped; allowed: dmd, asd"):
         pipe.with_student("nope")
     assert pipe.for_schedule("ffe").generate("a red ball", "ffe", seconds=1).summary()["student"] == "asd"
+
+
+def test_candidate_teachers_are_hash_checked_when_loaded(tmp_path):
+    """weights/candidates/ keeps GPU-trained teachers for later students; a changed file is refused
+    before it is read, and an intact one loads as the stage's own final folder does."""
+    from dsa_core.train.teacher import load_teacher_folder
+
+    folders = [p.parent for p in (ROOT / "weights" / "candidates").glob("*/MANIFEST")]
+    assert folders, "no committed candidate teacher"
+    preset = StreamingPipeline.from_preset("tiny", device="cpu").preset
+    for folder in folders:
+        teacher, text = load_teacher_folder(folder, preset, "cpu")
+        assert next(teacher.parameters()).dtype == next(text.parameters()).dtype == torch.float32
+    copy = tmp_path / "candidate"
+    shutil.copytree(folders[0], copy)
+    with open(copy / "text_encoder" / "model.safetensors", "r+b") as f:
+        f.seek(-8, 2)
+        f.write(b"\0" * 8)
+    with pytest.raises(ValueError, match=r"text_encoder/model.safetensors does not match its sha256"):
+        load_teacher_folder(copy, preset, "cpu")

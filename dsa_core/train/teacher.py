@@ -26,7 +26,7 @@ from ..model import CausalWanModel
 from ..scheduler import FlowMatchScheduler
 from ..text import TextEncoder
 from ..vae import encode, latents_to_vae, to_uint8_frames
-from ..weights import sha256
+from ..weights import MANIFEST, sha256, verify_manifest
 from ..world import WorldConfig, heldout_seed, render_clip, render_spec, sample_clip
 from .common import Stage, StageConfig, device_generator, ema_update, optimizer_step, set_lr, video_frames
 from .data import LatentCache, object_cells, to_video_tensor, world_config
@@ -269,7 +269,10 @@ def teacher_folder_problem(folder: Path) -> str | None:
 
 
 def load_teacher_folder(folder: Path, preset, device) -> tuple[CausalWanModel, TextEncoder]:
-    """A teacher and its text encoder from `folder` (`teacher.safetensors`, `text_encoder/`), frozen."""
+    """A teacher and its text encoder from `folder` (`teacher.safetensors`, `text_encoder/`), frozen.
+    A committed folder (one with a MANIFEST, as weights/candidates/ keeps them) is hash-checked first."""
+    if (folder / MANIFEST).is_file():
+        verify_manifest(folder)
     teacher = CausalWanModel(preset.model)
     teacher.load_state_dict(load_file(str(folder / "teacher.safetensors")))
     text = TextEncoder.from_pretrained(folder / "text_encoder", preset.model.text_len, dtype=torch.float32,
