@@ -334,6 +334,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="draw the prompts from the whole world or from one-object, solid-background clips")
     ap.add_argument("--seeds", type=int, default=2)
     ap.add_argument("--model", default="tiny")
+    ap.add_argument("--weights", type=Path, metavar="DIR",
+                    help="weights folder (default: weights/<model>), e.g. what `python -m dsa_core.train export "
+                         "--dest DIR` wrote")
     ap.add_argument("--random-init", action="store_true", help="random weights: times the machinery")
     ap.add_argument("--device")
     ap.add_argument("--json", type=Path, help="write the rows here")
@@ -362,8 +365,13 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--teacher {problem}")
     if args.references_only and args.plot:
         ap.error("--plot draws the schedules, which --references-only skips")
+    if args.weights and args.random_init:
+        ap.error("--weights and --random-init exclude each other: random weights load no folder")
 
-    pipe = StreamingPipeline.from_preset(args.model, random_init=args.random_init, device=args.device)
+    weights = str(args.weights) if args.weights else None
+    source = " (RANDOM weights)" if args.random_init else f" ({args.weights})" if args.weights else ""
+    pipe = StreamingPipeline.from_preset(args.model, weights_dir=weights, random_init=args.random_init,
+                                         device=args.device)
     s = pipe.preset.sampling
     # The world's classifier sees 64×64 videos; a model at another resolution gets no quality columns.
     evaluator = None
@@ -376,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
     clips = [render_clip(heldout_seed(i), WORLDS[args.world]) for i in indices]
     teacher_options = (tuple(args.teacher), tuple(args.renoise), not args.no_shipped_teacher)
     if args.references_only:
-        print(f"model {args.model}, {len(clips)} {args.world}-world prompts, one seed each\n")
+        print(f"model {args.model}{source}, {len(clips)} {args.world}-world prompts, one seed each\n")
         print(references_text([], reference_scores(pipe, clips, evaluator, *teacher_options)))
         return 0
     # Warm-up: first calls pay for allocations and kernel selection.
@@ -403,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         references = reference_scores(pipe, clips, evaluator, *teacher_options)
 
     device = f"{pipe.device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    header = (f"model {args.model}{' (RANDOM weights)' if args.random_init else ''}, {device}, "
+    header = (f"model {args.model}{source}, {device}, "
               f"{len(clips)} {args.world}-world prompts × {len(seeds)} seeds, "
               f"{args.seconds:g} s videos at {s.width}×{s.height}, "
               f"{s.fps} fps")

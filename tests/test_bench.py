@@ -3,6 +3,7 @@
 import json
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -94,3 +95,18 @@ def test_bench_renoise_scores_teachers_on_their_prompts_own_noised_clips(capsys)
     assert len(names) == 4 and names[3].startswith("teacher (") and names[3].endswith("from the clips at σ 0.08")
     assert float(adherence[names[3]]) > float(adherence[names[2]]) + 10
     assert float(adherence[names[3]]) <= float(adherence["real clips"])
+
+
+def test_bench_scores_the_weights_folder_it_is_given(tmp_path, capsys):
+    """`--weights DIR` benchmarks another export (`train export --dest DIR`): the folder is the one
+    loaded, hash checks included, and it cannot be combined with random weights."""
+    folder = tmp_path / "export"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "weights" / "tiny", folder)
+    with open(folder / "transformer.safetensors", "r+b") as f:
+        f.seek(-8, 2)
+        f.write(b"\0" * 8)
+    with pytest.raises(ValueError, match=r"transformer.safetensors does not match its sha256"):
+        bench.main(["--quick", "--references-only", "--weights", str(folder)])
+    with pytest.raises(SystemExit):
+        bench.main(["--quick", "--weights", str(folder), "--random-init"])
+    assert "--weights and --random-init exclude each other" in capsys.readouterr().err
