@@ -11,6 +11,7 @@ import torch
 
 from dsa_core.calibration import calibration, load_teacher
 from dsa_core.pipeline import StreamingPipeline
+from dsa_core.train.teacher import load_teacher_folder
 from dsa_core.weights import default_weights_dir, verify_manifest, write_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,14 +64,12 @@ def test_each_schedule_runs_on_its_shipped_student(tmp_path):
     assert pipe.for_schedule("ffe").generate("a red ball", "ffe", seconds=1).summary()["student"] == "asd"
 
 
-def test_candidate_teachers_are_hash_checked_when_loaded(tmp_path):
+def test_candidate_teachers_are_hash_checked_when_loaded(tmp_path, tiny_pipe):
     """weights/candidates/ keeps GPU-trained teachers for later students; a changed file is refused
     before it is read, and an intact one loads as the stage's own final folder does."""
-    from dsa_core.train.teacher import load_teacher_folder
-
     folders = [p.parent for p in (ROOT / "weights" / "candidates").glob("*/MANIFEST")]
     assert folders, "no committed candidate teacher"
-    preset = StreamingPipeline.from_preset("tiny", device="cpu").preset
+    preset = tiny_pipe.preset
     for folder in folders:
         teacher, text = load_teacher_folder(folder, preset, "cpu")
         assert next(teacher.parameters()).dtype == next(text.parameters()).dtype == torch.float32
