@@ -368,9 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.weights and args.random_init:
         ap.error("--weights and --random-init exclude each other: random weights load no folder")
 
-    weights = str(args.weights) if args.weights else None
     source = " (RANDOM weights)" if args.random_init else f" ({args.weights})" if args.weights else ""
-    pipe = StreamingPipeline.from_preset(args.model, weights_dir=weights, random_init=args.random_init,
+    pipe = StreamingPipeline.from_preset(args.model, weights_dir=args.weights, random_init=args.random_init,
                                          device=args.device)
     s = pipe.preset.sampling
     # The world's classifier sees 64×64 videos; a model at another resolution gets no quality columns.

@@ -361,7 +361,7 @@ class StreamingPipeline:
         cls,
         name: str = "tiny",
         *,
-        weights_dir: str | None = None,
+        weights_dir: str | Path | None = None,
         random_init: bool = False,
         device: str | torch.device | None = None,
         seed: int = 0,
