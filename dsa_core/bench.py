@@ -343,7 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--plot", type=Path, help="write the quality-vs-NFE plot (PNG) here")
     ap.add_argument("--teacher", type=Path, action="append", default=[], metavar="DIR",
                     help="also score the teacher in DIR (teacher.safetensors and text_encoder/, as a teacher "
-                         "stage's final/ folder or weights/candidates/*) beside the shipped one; repeatable")
+                         "stage's final/ folder, or a committed one with a MANIFEST) beside the shipped one; "
+                         "repeatable")
     ap.add_argument("--no-shipped-teacher", action="store_true",
                     help="leave the shipped teacher out of the references (it takes a few minutes to sample; "
                          "its numbers do not change between runs)")

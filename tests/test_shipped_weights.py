@@ -64,19 +64,18 @@ def test_each_schedule_runs_on_its_shipped_student(tmp_path):
     assert pipe.for_schedule("ffe").generate("a red ball", "ffe", seconds=1).summary()["student"] == "asd"
 
 
-def test_candidate_teachers_are_hash_checked_when_loaded(tmp_path, tiny_pipe):
-    """weights/candidates/ keeps GPU-trained teachers for later students; a changed file is refused
-    before it is read, and an intact one loads as the stage's own final folder does."""
-    folders = [p.parent for p in (ROOT / "weights" / "candidates").glob("*/MANIFEST")]
-    assert folders, "no committed candidate teacher"
-    preset = tiny_pipe.preset
-    for folder in folders:
-        teacher, text = load_teacher_folder(folder, preset, "cpu")
-        assert next(teacher.parameters()).dtype == next(text.parameters()).dtype == torch.float32
-    copy = tmp_path / "candidate"
-    shutil.copytree(folders[0], copy)
-    with open(copy / "text_encoder" / "model.safetensors", "r+b") as f:
+def test_a_committed_teacher_folder_is_hash_checked_when_loaded(tmp_path, tiny_pipe):
+    """A teacher folder with a MANIFEST (as a candidate teacher is committed for `bench --teacher`)
+    loads as the stage's own final folder does, and a changed file is refused before it is read."""
+    folder = tmp_path / "candidate"
+    folder.mkdir()
+    shutil.copy(WEIGHTS / "teacher.safetensors", folder)
+    shutil.copytree(WEIGHTS / "text_encoder", folder / "text_encoder")
+    write_manifest(folder, "test")
+    teacher, text = load_teacher_folder(folder, tiny_pipe.preset, "cpu")
+    assert next(teacher.parameters()).dtype == next(text.parameters()).dtype == torch.float32
+    with open(folder / "text_encoder" / "model.safetensors", "r+b") as f:
         f.seek(-8, 2)
         f.write(b"\0" * 8)
     with pytest.raises(ValueError, match=r"text_encoder/model.safetensors does not match its sha256"):
-        load_teacher_folder(copy, preset, "cpu")
+        load_teacher_folder(folder, tiny_pipe.preset, "cpu")

@@ -37,19 +37,20 @@ class TeacherConfig(StageConfig):
     # A curriculum, as in the `vae` stage.  Trained on 21-latent-frame clips from the start,
     # the teacher never drew objects: after 96k clip views its samples were backgrounds in the
     # prompt's colour, though it restored objects in place from clips noised up to σ = 0.85.
-    # The 3-latent-frame (9-frame) clips cost a ninth as much per view; after 134k views the
-    # teacher begins committing to objects from pure noise, in the prompt's colours.  The
+    # The 3-latent-frame (9-frame) clips cost a ninth as much per view; after about 130k views
+    # the teacher begins committing to objects from pure noise, in the prompt's colours.  The
     # long-clip phase then teaches it 81-frame motion, events and the later frames' positions.
-    steps: int = 13500
-    long_from_step: int = 12000
+    steps: int = 3700
+    long_from_step: int = 3300
     short_latent_frames: int = 3
-    # Short clips are cheap to cache: more of them, so 192k views repeat each one 40 times.
-    short_dataset_clips: int = 4800
-    dataset_clips: int = 1600
-    # Batch 16: the same cost per clip as batch 8 here, half the steps.
-    batch_size: int = 16
-    lr: float = 2e-4
-    text_lr: float = 2e-4
+    # 211k 9-frame and 26k whole-clip views, each clip seen about 15 and 5 times: about the
+    # views of the earlier recipe (batch 16, lr 2e-4, 12000 + 1500 steps) in a quarter of its
+    # updates at a 5× rate, which drew more on both worlds (README, Training: "A second GPU run").
+    short_dataset_clips: int = 14400
+    dataset_clips: int = 4800
+    batch_size: int = 64
+    lr: float = 1e-3
+    text_lr: float = 1e-3
     # Each phase ends on its own cosine tail (see `set_lr`): the short one over its last 20%,
     # which brings the loss and the samples' blur down further than the constant rate; the
     # long one over all of it, since it starts from a trained teacher.
@@ -66,12 +67,12 @@ class TeacherConfig(StageConfig):
     # from noise, so it can be weighted there alone.
     short_object_weight: float = 1.0
     object_weight: float = 1.0
-    # The short clips' motion speeds: 0 rescales each world path to the clip's own length, so
-    # a 9-frame clip runs a whole 81-frame path (objects smeared across a latent frame); 81
-    # keeps the whole clips' speeds (`WorldConfig.speed_frames`), a slow piece of the motion.
-    # Not in the recipe: at 81 a 9-frame teacher drew objects a little more often, a gain that
-    # 300 whole-clip steps lost (README, Training).
-    short_speed_frames: int = 0
+    # The short clips' motion speeds: 81 keeps the whole clips' speeds
+    # (`WorldConfig.speed_frames`), so a 9-frame clip shows a slow piece of the motion; 0
+    # rescales each world path to the clip's own length, so a 9-frame clip runs a whole 81-frame
+    # path (objects smeared across a latent frame).  81 scored higher on both worlds' held-out
+    # prompts (one-object 48.6% against 44.4%, full world 32.3% against 31.6%: README, Training).
+    short_speed_frames: int = 81
     # torch.compile the teacher's training forward: whole steps (text encoder, AdamW and EMAs
     # included) 1.25× faster on 9-frame clips and 1.15× on 81-frame ones on 2 CPU cores, for
     # about 100 s of compiling per phase and per resume.  Numerics differ from eager in the
@@ -270,7 +271,7 @@ def teacher_folder_problem(folder: Path) -> str | None:
 
 def load_teacher_folder(folder: Path, preset, device) -> tuple[CausalWanModel, TextEncoder]:
     """A teacher and its text encoder from `folder` (`teacher.safetensors`, `text_encoder/`), frozen.
-    A committed folder (one with a MANIFEST, as weights/candidates/ keeps them) is hash-checked first."""
+    A committed folder (one with a MANIFEST, as a candidate teacher is kept) is hash-checked first."""
     if (folder / MANIFEST).is_file():
         verify_manifest(folder)
     teacher = CausalWanModel(preset.model)
