@@ -60,9 +60,10 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
         folder = tmp_path / "run" / stage
         assert (folder / "losses.png").stat().st_size > 0 and (folder / "final").is_dir()
         if stage == "teacher":
-            # Step 0 trained on 9-frame clips, step 1 on the full 21 frames: a cache for each.
+            # Step 0 trained on 9-frame clips (at the whole clips' speeds, the default), step 1 on
+            # the full 21 frames: a cache for each.
             assert sorted(p.name.split("_", 1)[1] for p in (tmp_path / "run" / "latents").iterdir()) == [
-                "4_21_cells.pt", "4_9_cells.pt"]
+                "4_21_cells.pt", "4_9_speed81_cells.pt"]
             # Held-out clips and the teacher's samples of their captions, row by row.
             shown = len(range(0, 1 + 4 * (6 - 1), 8))  # every 8th of the 21 frames of 6 latent frames
             cell = 2 * 32 + 2  # 32 px at scale 2, and the gap
