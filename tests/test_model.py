@@ -1,5 +1,7 @@
 """The causal Wan DiT: streaming == block-causal, bidirectional == diffusers, the rolling window."""
 
+import dataclasses
+
 import pytest
 import torch
 from diffusers import WanTransformer3DModel
@@ -22,6 +24,18 @@ def inputs(frames: int, seed: int = 1):
 
 @pytest.mark.parametrize("chunks", [1, 2, 4, 7])
 def test_streaming_equals_block_causal(tiny_model, chunks):
+    check_streaming_equals_block_causal(tiny_model, chunks)
+
+
+def test_streaming_equals_block_causal_with_1x1_patches():
+    """`patch_size` is a config knob (the README's finer-grid experiment): the KV cache must
+    follow its token count, 64 a frame here instead of 16."""
+    torch.manual_seed(0)
+    model = CausalWanModel(dataclasses.replace(TINY.model, patch_size=(1, 1, 1))).eval()
+    check_streaming_equals_block_causal(model, 3)
+
+
+def check_streaming_equals_block_causal(tiny_model: CausalWanModel, chunks: int) -> None:
     frames = 3 * chunks
     x, t, ctx = inputs(frames)
     with torch.no_grad():
