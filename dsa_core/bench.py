@@ -74,6 +74,8 @@ class Row:
     nfe_vs_fixed4: float = 0.0
     segment_scores: list[float] = field(default_factory=list)
     adherence_by_attribute: dict[str, float] = field(default_factory=dict)
+    # What the same outputs score against shuffled prompts (`eval.blind_adherence`).
+    blind_by_attribute: dict[str, float] = field(default_factory=dict)
     student: str = "dmd"  # the trained student the row ran on
 
 
@@ -104,6 +106,7 @@ class Tally:
             row.total_score, row.adherence = score["total_score"], score["adherence"]
             row.temporal, row.sharpness, row.fidelity = score["temporal"], score["sharpness"], score["fidelity"]
             row.adherence_by_attribute = score["adherence_by_attribute"]
+            row.blind_by_attribute = score["blind_by_attribute"]
             segments = min(len(v) for v in self.videos) // seg
             # Segment 1 is judged against the whole caption, later ones against its last scene.
             row.segment_scores = [row.total_score] + [
@@ -172,7 +175,7 @@ def reference_scores(pipe: StreamingPipeline, clips: list[Clip], evaluator: Eval
     out = {}
     for name, vids in videos.items():
         score = evaluator.score(vids, [c.attributes for c in clips])
-        out[name] = {k: score[k] for k in ("total_score", "adherence", "adherence_by_attribute")}
+        out[name] = {k: score[k] for k in ("total_score", "adherence", "adherence_by_attribute", "blind_by_attribute")}
     return out
 
 
@@ -259,21 +262,26 @@ def markdown(rows: list[Row], seconds: float) -> str:
     return "\n".join(lines)
 
 
-def attribute_markdown(rows: list[Row], references: dict[str, dict]) -> str:
-    """Adherence per attribute: the references first, then every schedule, so that where an
-    attribute is lost (VAE, teacher or distillation) reads down a column."""
+def attribute_markdown(rows: list[Row], references: dict[str, dict], key: str = "adherence_by_attribute") -> str:
+    """Adherence per attribute (or, with `key="blind_by_attribute"`, its blind level): the
+    references first, then every schedule, so that where an attribute is lost (VAE, teacher or
+    distillation) reads down a column."""
     lines = ["| video | " + " | ".join(ATTRIBUTES) + " | mean |", "|---|" + "---:|" * (len(ATTRIBUTES) + 1)]
-    named = [(name, ref["adherence_by_attribute"], ref["adherence"]) for name, ref in references.items()]
-    named += [(f"{r.schedule} ({r.student})", r.adherence_by_attribute, r.adherence) for r in rows]
-    for name, by, mean in named:
-        lines.append(f"| {name} | " + " | ".join(f"{by[k]:.0%}" for k in ATTRIBUTES) + f" | {mean:.1%} |")
+    named = [(name, ref[key]) for name, ref in references.items()]
+    named += [(f"{r.schedule} ({r.student})", getattr(r, key)) for r in rows]
+    for name, by in named:
+        lines.append(f"| {name} | " + " | ".join(f"{by[k]:.0%}" for k in ATTRIBUTES)
+                     + f" | {statistics.mean(by[k] for k in ATTRIBUTES):.1%} |")
     return "\n".join(lines)
 
 
 def references_text(rows: list[Row], references: dict[str, dict]) -> str:
     lines = [f"{name} (the same prompts and scenes): total score {ref['total_score']:.1f}, "
              f"adherence {ref['adherence']:.1%}" for name, ref in references.items()]
-    return "\n".join(lines) + "\n\nadherence per attribute:\n\n" + attribute_markdown(rows, references)
+    return ("\n".join(lines) + "\n\nadherence per attribute:\n\n" + attribute_markdown(rows, references)
+            + "\n\nthe same outputs against shuffled prompts (blind adherence: an attribute's adherence is "
+            "evidence of following the prompt only above it):\n\n"
+            + attribute_markdown(rows, references, "blind_by_attribute"))
 
 
 def drift_markdown(rows: list[Row], segment_s: float) -> str:

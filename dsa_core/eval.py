@@ -8,6 +8,8 @@ exactly (the caption's attribute dictionary).  The metrics:
   classifier (`dsa_core.evalnet`) reads from the video exactly what the caption says —
   background kind and colours, object count, and the sets of object colours, shapes and
   motions.  Windows follow the caption's scenes, so a cut is expected where it says.
+  Beside it, **blind adherence** (`blind_adherence`): what a prompt-blind generator with the
+  same outputs would score, the level above which an attribute's adherence is evidence.
 - **temporal**: half frame-to-frame similarity of the classifier's per-frame features
   (relative to real clips, capped at 1), half flicker — the mean absolute second temporal
   difference of the pixels, which smooth motion keeps small — as real/generated, capped at 1.
@@ -76,6 +78,23 @@ def continuation(attributes: dict, num_frames: int) -> dict:
     return {**attributes, "scenes": [scene], "num_scenes": 1, "events": [], "num_frames": num_frames}
 
 
+def blind_adherence(preds: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], permutations: int = 200,
+                    seed: int = 0) -> dict[str, float]:
+    """Per attribute, the adherence of these same classifier outputs against the windows'
+    labels shuffled among them, averaged over `permutations` shuffles.
+
+    Adherence alone overstates a generator that ignores part of the prompt: one that draws the
+    same round blob for every shape scores the share of circles, not zero.  Its blind level is
+    that share; only adherence above it says the prompt was followed.  It takes several
+    prompts: windows of one prompt share its labels, and shuffling them changes nothing.
+    """
+    g = torch.Generator().manual_seed(seed)
+    n = len(next(iter(labels.values())))
+    hits = [exact_match(preds, {k: v[p] for k, v in labels.items()})
+            for p in (torch.randperm(n, generator=g) for _ in range(permutations))]
+    return {k: float(torch.stack([h[k].mean() for h in hits]).mean()) for k in labels}
+
+
 class Evaluator:
     """Scores videos against their captions' attributes and against real clips."""
 
@@ -112,11 +131,13 @@ class Evaluator:
         return float(F.cosine_similarity(f[1:], f[:-1], dim=1).mean())
 
     def measure(self, videos: list[np.ndarray], attributes: list[dict]) -> dict:
-        """Raw measurements: per-attribute adherence, similarity, flicker, sharpness, features."""
+        """Raw measurements: per-attribute adherence (and its blind level), similarity,
+        flicker, sharpness, features."""
         preds, labels, feats = self._windows(videos, attributes)
         adherence = {k: float(hit.mean()) for k, hit in exact_match(preds, labels).items()}
         return {
             "adherence": adherence,
+            "blind": blind_adherence(preds, labels),
             "similarity": float(np.mean([self._similarity(v) for v in videos])),
             "flicker": float(np.mean([flicker(v) for v in videos])),
             "sharpness": float(np.mean([sharpness(v) for v in videos])),
@@ -141,6 +162,7 @@ class Evaluator:
             "total_score": total,
             **subs,
             "adherence_by_attribute": m["adherence"],
+            "blind_by_attribute": m["blind"],
             "fd": fd,
             "flicker": m["flicker"],
             "similarity": m["similarity"],

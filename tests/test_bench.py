@@ -36,6 +36,7 @@ def test_bench_quick_rows(tmp_path, capsys):
     assert "| fixed 4 |" in text and "confidence head" in text and "total score" in text
     assert "2 simple-world prompts × 1 seeds" in text
     assert "| schedule | 0–5 s | 5–10 s |" in text
+    assert "against shuffled prompts (blind adherence" in text
     refs = dict(re.findall(r"^(real clips.*) \(the same prompts and scenes\): total score ([\d.]+)", text, re.M))
     assert list(refs) == ["real clips", "real clips through the VAE"]
     assert float(refs["real clips"]) > float(refs["real clips through the VAE"]) + 20  # a random VAE loses the scene
@@ -57,6 +58,8 @@ def test_references_bound_the_students_with_the_shipped_teacher():
     assert refs["real clips"]["total_score"] > teacher["total_score"]
     table = bench.attribute_markdown([], refs)
     assert all(f"| {name} |" in table for name in refs)
+    blind = bench.attribute_markdown([], refs, "blind_by_attribute")
+    assert all(f"| {name} |" in blind for name in refs)
 
 
 @pytest.mark.slow

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from dsa_core.eval import Evaluator, flicker, frechet_distance, sharpness
+from dsa_core.eval import Evaluator, blind_adherence, flicker, frechet_distance, sharpness
 from dsa_core.evalnet import (
+    ATTRIBUTES,
     BG_SET,
     SETS,
     SINGLE,
@@ -13,6 +14,7 @@ from dsa_core.evalnet import (
     Outputs,
     attribute_loss,
     dense_labels,
+    exact_match,
     window_labels,
     windows,
 )
@@ -107,6 +109,21 @@ def test_metric_helpers_rank_the_obvious():
     assert frechet_distance(a, a + 3) == pytest.approx(36, rel=0.05)
 
 
+def test_blind_adherence_is_what_ignoring_the_prompt_scores():
+    """One output for every window scores its blind level exactly; outputs that follow the
+    labels score far above it."""
+    g = torch.Generator().manual_seed(0)
+    n = 60
+    labels = {k: torch.randint(0, 4, (n,), generator=g) if k in SINGLE else (torch.rand(n, 6, generator=g) < 0.3).long()
+              for k in ATTRIBUTES}
+    constant = {k: v[:1].expand_as(v) for k, v in labels.items()}
+    hits = exact_match(constant, labels)
+    for k, blind in blind_adherence(constant, labels).items():
+        assert blind == pytest.approx(float(hits[k].mean()), abs=1e-6), k
+    for k, blind in blind_adherence(labels, labels).items():
+        assert blind < 0.6, k
+
+
 @pytest.mark.slow
 def test_real_clips_beat_shuffled_prompts_and_noise(evaluator, real):
     """Real clips read right (≥ 95% of windows, averaged over attributes), and the ordering
@@ -121,4 +138,7 @@ def test_real_clips_beat_shuffled_prompts_and_noise(evaluator, real):
     assert truth["adherence"] >= 0.95, truth["adherence_by_attribute"]
     assert noisy["total_score"] < 20
     assert shuffled["adherence"] < truth["adherence"] - 0.25
+    blind, by = truth["blind_by_attribute"], truth["adherence_by_attribute"]
+    assert all(blind[k] < by[k] for k in by), (blind, by)
+    assert blind["shapes"] < by["shapes"] - 0.5
     assert shuffled["total_score"] < truth["total_score"] - 10 and noisy["total_score"] < shuffled["total_score"]
