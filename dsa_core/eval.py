@@ -90,9 +90,11 @@ def blind_adherence(preds: dict[str, torch.Tensor], labels: dict[str, torch.Tens
     """
     g = torch.Generator().manual_seed(seed)
     n = len(next(iter(labels.values())))
-    hits = [exact_match(preds, {k: v[p] for k, v in labels.items()})
-            for p in (torch.randperm(n, generator=g) for _ in range(permutations))]
-    return {k: float(torch.stack([h[k].mean() for h in hits]).mean()) for k in labels}
+    # Every shuffle at once: the outputs repeated, the labels gathered in each shuffle's order.
+    order = torch.cat([torch.randperm(n, generator=g) for _ in range(permutations)])
+    hits = exact_match({k: v.repeat(permutations, *[1] * (v.dim() - 1)) for k, v in preds.items()},
+                       {k: v[order] for k, v in labels.items()})
+    return {k: float(hit.mean()) for k, hit in hits.items()}
 
 
 class Evaluator:
