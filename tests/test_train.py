@@ -112,6 +112,18 @@ def test_compiled_teacher_matches_eager(tmp_path):
         torch.testing.assert_close(v, eager_weights[k], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
+def test_teacher_warmup_reaches_its_optimizer(tmp_path):
+    """`warmup_steps` scales the rates the teacher's first steps train with (the checkpoint
+    after step 0 holds them): half the base rates at step 0 of a 2-step warmup."""
+    train(tmp_path, "vae")
+    train(tmp_path, "text")
+    train(tmp_path, "teacher", steps=1, long_from_step=3, warmup_steps=2, lr=1e-3, text_lr=4e-4)
+    state = torch.load(tmp_path / "run" / "teacher" / "checkpoint.pt", weights_only=True)
+    rates = [g["lr"] for g in state["optimizers"]["adamw"]["param_groups"]]
+    assert rates == pytest.approx([5e-4, 2e-4])
+
+
 def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):
     train(tmp_path, "vae", steps=1)
     before = (tmp_path / "run" / "vae" / "checkpoint.pt").read_bytes()
@@ -176,6 +188,8 @@ def test_bad_config_is_refused_before_any_work(tmp_path, capsys, extra, match):
         ({"object_weight": 0.5}, "object_weight=0.5 must be a number >= 1"),
         ({"short_object_weight": float("nan")}, "short_object_weight=nan must be a number >= 1"),
         ({"short_speed_frames": 1}, "short_speed_frames=1 must be 0 (the clip's own length) or >= 2"),
+        ({"warmup_steps": 1}, "warmup_steps=1 must be in [0, 1) (the first phase's steps)"),
+        ({"warmup_steps": -1, "long_from_step": 0}, "warmup_steps=-1 must be in [0, 2) (the first phase's steps)"),
     ],
 )
 def test_bad_teacher_curriculum_is_refused(tmp_path, capsys, extra, message):
@@ -199,6 +213,21 @@ def test_learning_rate_is_stable_then_decays_to_zero():
     # A longer run is the same run until its own tail starts.
     assert rates(3000, 6400, 0.35) == rates(3000, 10000, 0.35)
     assert rates(0, 100, 1.0) == [2e-4, 1e-3] and rates(50, 100, 1.0) == pytest.approx([1e-4, 5e-4])
+
+
+def test_warmup_rises_linearly_then_leaves_the_schedule_as_it_was():
+    opt = torch.optim.SGD([{"params": [torch.zeros(1)]}], lr=1.0)
+
+    def rate(step, warmup, steps=1000, fraction=0.2):
+        set_lr(opt, [2e-3], step, steps, fraction, warmup)
+        return opt.param_groups[0]["lr"]
+
+    assert rate(0, 200) == pytest.approx(1e-5) and rate(99, 200) == pytest.approx(1e-3)
+    assert [rate(s, 200) for s in range(200)] == sorted(rate(s, 200) for s in range(200))  # rising
+    for step in (199, 500, 850, 999):  # from its last step on, the schedule without warmup
+        assert rate(step, 200) == rate(step, 0)
+    # A warmup longer than the stable phase multiplies into the decay, never above it.
+    assert 0 < rate(900, 950, fraction=0.5) < rate(900, 0, fraction=0.5)
 
 
 def test_unknown_stage_and_missing_config_file(tmp_path, capsys):

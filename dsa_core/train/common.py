@@ -179,15 +179,19 @@ def average_gradients(params: list[nn.Parameter], run: Run) -> None:
         offset += n
 
 
-def set_lr(opt: torch.optim.Optimizer, base: list[float], step: int, steps: int, decay_fraction: float) -> None:
-    """Warmup-free "stable then decay": the base rates, then a cosine to zero over the last
-    `decay_fraction` of the run (1.0 = cosine from the start).
+def set_lr(opt: torch.optim.Optimizer, base: list[float], step: int, steps: int, decay_fraction: float,
+           warmup: int = 0) -> None:
+    """"Stable then decay": the base rates, then a cosine to zero over the last
+    `decay_fraction` of the run (1.0 = cosine from the start); over the first `warmup` steps
+    the rates rise linearly to the base (AdamW's first updates from scratch, before its
+    second moments settle, are what a large batch at a large rate cannot afford).
 
     A stable phase lets a run be extended (more `steps`) without restarting it; only the
     tail, where the loss drops as the noise of the updates settles, depends on the end.
     """
     start = steps * (1 - decay_fraction)
     scale = 1.0 if step < start else 0.5 * (1 + math.cos(math.pi * (step - start) / max(steps - start, 1)))
+    scale *= min(1.0, (step + 1) / warmup) if warmup > 0 else 1.0
     for group, lr in zip(opt.param_groups, base):
         group["lr"] = float(lr * scale)  # a float: checkpoints hold no numpy
 

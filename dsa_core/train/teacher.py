@@ -51,6 +51,10 @@ class TeacherConfig(StageConfig):
     batch_size: int = 64
     lr: float = 1e-3
     text_lr: float = 1e-3
+    # Linear warmup over the run's first steps (0: none, the shipped recipe).  For a
+    # large batch at a large rate, as on a GPU: the one-object GPU teacher that drew motion
+    # (README, Training: "Nine times the clip views") warmed up over 200 steps at batch 256, 2e-3.
+    warmup_steps: int = 0
     # Each phase ends on its own cosine tail (see `set_lr`): the short one over its last 20%,
     # which brings the loss and the samples' blur down further than the constant rate; the
     # long one over all of it, since it starts from a trained teacher.
@@ -95,6 +99,9 @@ class TeacherConfig(StageConfig):
             raise ValueError(f"short_speed_frames={self.short_speed_frames} must be 0 (the clip's own length) or >= 2")
         if self.long_from_step < 0:
             raise ValueError(f"long_from_step={self.long_from_step} must be >= 0")
+        first = self.long_from_step or self.steps
+        if not 0 <= self.warmup_steps < first:
+            raise ValueError(f"warmup_steps={self.warmup_steps} must be in [0, {first}) (the first phase's steps)")
         self.check_latent_frames("short_latent_frames")
         for name in ("dataset_clips", "short_dataset_clips"):
             if getattr(self, name) < 1:
@@ -338,10 +345,11 @@ class TeacherStage(Stage):
     def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
         cfg, rates = self.cfg, [self.cfg.lr, self.cfg.text_lr]
         if step < cfg.long_from_step:
-            set_lr(self.opt, rates, step, cfg.long_from_step, cfg.short_decay_fraction)
+            set_lr(self.opt, rates, step, cfg.long_from_step, cfg.short_decay_fraction, cfg.warmup_steps)
             data, object_weight = self.data["short"], cfg.short_object_weight
         else:
-            set_lr(self.opt, rates, step - cfg.long_from_step, cfg.steps - cfg.long_from_step, cfg.decay_fraction)
+            set_lr(self.opt, rates, step - cfg.long_from_step, cfg.steps - cfg.long_from_step, cfg.decay_fraction,
+                   0 if cfg.long_from_step else cfg.warmup_steps)
             data, object_weight = self.data["long"], cfg.object_weight
         x0, captions, objects = data.batch(g, cfg.batch_size)
         drop = torch.rand(len(captions), generator=g) < cfg.caption_dropout
