@@ -7,7 +7,8 @@ end-to-end generated frames per second, first-chunk latency, the quality scores 
 known), and the ratios against fixed 4 steps measured in the same run.  Also the confidence
 head's share of a forward, in FLOPs (exact, from torch's FLOP counter) and in time.
 `--plot` draws quality against NFE (the Pareto view); with `--seconds` above 5 the quality
-of every 5 s segment is reported too (drift along a long video).
+of every 5 s segment is reported too (drift along a long video).  `--row` scores other
+schedules or parameters instead of the Table 2 rows (a stopping rule's variants, say).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from .eval import ATTRIBUTES, Evaluator
 from .evalnet import AttributeNet
 from .model import CausalWanModel
 from .pipeline import StreamingPipeline
+from .schedules import make_schedule
 from .text import TextEncoder
 from .train.data import to_video_tensor
 from .train.ode import OdeConfig
@@ -120,12 +122,35 @@ class Tally:
         return row
 
 
-def runs(pipe: StreamingPipeline) -> list[tuple[str, str, dict, StreamingPipeline]]:
+def parse_row(spec: str) -> tuple[str, str, dict]:
+    """`NAME` or `NAME:key=value,...` (a `--row`) → (label, schedule name, parameters).  A spec
+    that is one of ROWS keeps that row's label; others are labelled by their parameters."""
+    name, _, rest = spec.partition(":")
+    params: dict = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or not key or not value:
+            raise ValueError(f"{item!r} is not key=value (e.g. adaptive:min_steps=2,margin=0.05)")
+        try:
+            params[key] = int(value)
+        except ValueError:
+            try:
+                params[key] = float(value)
+            except ValueError:
+                raise ValueError(f"{key}={value!r} is not a number") from None
+    for label, known, known_params in ROWS:
+        if (known, known_params) == (name, params):
+            return label, name, params
+    return " ".join([name, *(f"{k}={v}" for k, v in params.items())]), name, params
+
+
+def runs(pipe: StreamingPipeline, rows: list[tuple[str, str, dict]] = ROWS
+         ) -> list[tuple[str, str, dict, StreamingPipeline]]:
     """Every row with the pipeline (student) it runs on: each schedule on its own student
     (`ScheduleDefaults.students`), and, where that is not the DMD student, the same schedule
     on the DMD student beside it — the comparison the FFE and diagonal recipes are judged by."""
     plan = []
-    for label, name, params in ROWS:
+    for label, name, params in rows:
         own = pipe.for_schedule(name)
         plan.append((label, name, params, own))
         if own.student != "dmd":
@@ -366,7 +391,26 @@ def main(argv: list[str] | None = None) -> int:
                     help="also let each teacher sample the prompts' own clips noised to SIGMA in (0, 1) (the "
                          "24-step grid's first sigma at or below it): what it keeps of a real clip from that "
                          "noise level on; repeatable")
+    ap.add_argument("--row", action="append", default=[], metavar="NAME[:KEY=VALUE,...]",
+                    help="score these schedules instead of DSA's Table 2 rows, e.g. adaptive:min_steps=2 or "
+                         "adaptive:margin=0.05 (a schedule's constructor parameters); fixed 4, the ratios' "
+                         "reference, is always run; repeatable")
     args = ap.parse_args(argv)
+    table = ROWS
+    if args.row:
+        table = []
+        for spec in args.row:
+            try:
+                row = parse_row(spec)
+            except ValueError as e:
+                ap.error(f"--row {spec}: {e}")
+            if any(row[0] == label for label, *_ in table):
+                ap.error(f"--row {spec}: given twice (as {row[0]!r})")
+            table.append(row)
+        if not any(label == "fixed 4" for label, *_ in table):
+            table.insert(0, next(row for row in ROWS if row[0] == "fixed 4"))
+    if args.row and args.references_only:
+        ap.error("--row chooses schedules, which --references-only skips")
     for sigma in args.renoise:
         if not 0 < sigma < 1:
             ap.error(f"--renoise={sigma} is outside the allowed range (0, 1): 1 is pure noise, the plain teacher line")
@@ -384,6 +428,11 @@ def main(argv: list[str] | None = None) -> int:
     source = " (RANDOM weights)" if args.random_init else f" ({args.weights})" if args.weights else ""
     pipe = StreamingPipeline.from_preset(args.model, weights_dir=args.weights, random_init=args.random_init,
                                          device=args.device)
+    for label, name, params in table:
+        try:
+            make_schedule(name, pipe.preset, **params)
+        except ValueError as e:
+            ap.error(f"--row {label}: {e}")
     s = pipe.preset.sampling
     # The world's classifier sees 64×64 videos; a model at another resolution gets no quality columns.
     evaluator = None
@@ -403,7 +452,7 @@ def main(argv: list[str] | None = None) -> int:
     list(pipe.generate(clips[0].caption, "fixed", seconds=1, seed=0, steps=1))
 
     # Schedules take turns on each (prompt, seed), so drift in machine speed hits all alike.
-    plan = runs(pipe)
+    plan = runs(pipe, table)
     tallies = {label: Tally() for label, *_ in plan}
     for index, clip in zip(indices, clips):
         for seed in seeds:

@@ -43,6 +43,21 @@ def test_bench_quick_rows(tmp_path, capsys):
 
 
 @pytest.mark.slow
+def test_bench_rows_are_the_schedules_asked_for_with_fixed_4_beside_them(tmp_path):
+    """`--row` replaces the Table 2 rows (a stopping rule's variants) and its parameters reach
+    the schedule: adaptive with min_steps=3 never stops a chunk before its third step."""
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--random-init", "--world", "simple", "--no-shipped-teacher", "--json", str(out),
+                       "--row", "adaptive:min_steps=3", "--row", "fixed:steps=2"]) == 0
+    rows = {r["schedule"]: r for r in json.loads(out.read_text())}
+    assert list(rows) == ["fixed 4", "adaptive min_steps=3", "fixed 2"]
+    assert rows["adaptive min_steps=3"]["steps_per_chunk"] >= 3
+    assert rows["fixed 2"]["steps_per_chunk"] == 2 and rows["fixed 2"]["nfe_vs_fixed4"] == 3 / 5
+    assert bench.parse_row("adaptive:margin=0.05,tol=0") == ("adaptive margin=0.05 tol=0", "adaptive",
+                                                              {"margin": 0.05, "tol": 0})
+
+
+@pytest.mark.slow
 def test_references_bound_the_students_with_the_shipped_teacher():
     from dsa_core.eval import ATTRIBUTES, Evaluator
     from dsa_core.evalnet import AttributeNet
