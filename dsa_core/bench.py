@@ -428,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
     source = " (RANDOM weights)" if args.random_init else f" ({args.weights})" if args.weights else ""
     pipe = StreamingPipeline.from_preset(args.model, weights_dir=args.weights, random_init=args.random_init,
                                          device=args.device)
-    for label, name, params in table:
+    for label, name, params in table if args.row else []:
         try:
             make_schedule(name, pipe.preset, **params)
         except ValueError as e:
