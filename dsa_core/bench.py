@@ -144,11 +144,14 @@ def parse_row(spec: str) -> tuple[str, str, dict]:
     return " ".join([name, *(f"{k}={v}" for k, v in params.items())]), name, params
 
 
-def runs(pipe: StreamingPipeline, rows: list[tuple[str, str, dict]] = ROWS
+def runs(pipe: StreamingPipeline, rows: list[tuple[str, str, dict]] = ROWS, student: str | None = None
          ) -> list[tuple[str, str, dict, StreamingPipeline]]:
     """Every row with the pipeline (student) it runs on: each schedule on its own student
     (`ScheduleDefaults.students`), and, where that is not the DMD student, the same schedule
-    on the DMD student beside it — the comparison the FFE and diagonal recipes are judged by."""
+    on the DMD student beside it — the comparison the FFE and diagonal recipes are judged by.
+    `student` runs every row on that one student instead (schedules compared on equal weights)."""
+    if student is not None:
+        return [(label, name, params, pipe.with_student(student)) for label, name, params in rows]
     plan = []
     for label, name, params in rows:
         own = pipe.for_schedule(name)
@@ -395,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="score these schedules instead of DSA's Table 2 rows, e.g. adaptive:min_steps=2 or "
                          "adaptive:margin=0.05 (a schedule's constructor parameters); fixed 4, the ratios' "
                          "reference, is always run; repeatable")
+    ap.add_argument("--student", metavar="NAME",
+                    help="run every row on this shipped student (e.g. dmd) instead of each schedule on its own "
+                         "with the DMD student beside it")
     args = ap.parse_args(argv)
     table = ROWS
     if args.row:
@@ -411,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
             table.insert(0, next(row for row in ROWS if row[0] == "fixed 4"))
     if args.row and args.references_only:
         ap.error("--row chooses schedules, which --references-only skips")
+    if args.student and args.references_only:
+        ap.error("--student chooses the schedules' student, which --references-only skips")
     for sigma in args.renoise:
         if not 0 < sigma < 1:
             ap.error(f"--renoise={sigma} is outside the allowed range (0, 1): 1 is pure noise, the plain teacher line")
@@ -428,6 +436,8 @@ def main(argv: list[str] | None = None) -> int:
     source = " (RANDOM weights)" if args.random_init else f" ({args.weights})" if args.weights else ""
     pipe = StreamingPipeline.from_preset(args.model, weights_dir=args.weights, random_init=args.random_init,
                                          device=args.device)
+    if args.student is not None and args.student not in pipe.students():
+        ap.error(f"--student {args.student!r} is not shipped with these weights; allowed: {', '.join(pipe.students())}")
     for label, name, params in table if args.row else []:
         try:
             make_schedule(name, pipe.preset, **params)
@@ -452,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
     list(pipe.generate(clips[0].caption, "fixed", seconds=1, seed=0, steps=1))
 
     # Schedules take turns on each (prompt, seed), so drift in machine speed hits all alike.
-    plan = runs(pipe, table)
+    plan = runs(pipe, table, args.student)
     tallies = {label: Tally() for label, *_ in plan}
     for index, clip in zip(indices, clips):
         for seed in seeds:

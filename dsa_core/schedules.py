@@ -86,6 +86,26 @@ class Timesteps(Schedule):
         return list(self._t)
 
 
+class RandomExits(Schedule):
+    """A step list drawn for each chunk from `exits`: training rollouts whose chunks end at
+    different depths, as an adaptive schedule's do at inference."""
+
+    name = "random_exits"
+
+    def __init__(self, exits: Sequence[Sequence[float]], generator: torch.Generator) -> None:
+        self._exits = [list(e) for e in exits]
+        self._g = generator
+        self.reset()
+
+    def reset(self) -> None:
+        self._drawn: dict[int, list[float]] = {}
+
+    def timesteps(self, chunk: int) -> list[float]:
+        if chunk not in self._drawn:
+            self._drawn[chunk] = self._exits[int(torch.randint(0, len(self._exits), (1,), generator=self._g))]
+        return list(self._drawn[chunk])
+
+
 class FFE(Schedule):
     """First-frame enhancement (SAD): the full list for chunk 0, a short sub-list afterwards."""
 
@@ -119,12 +139,14 @@ class Diagonal(Schedule):
     def __init__(
         self,
         preset: Preset,
-        counts: Sequence[int] | str | None = None,
+        counts: Sequence[int] | str | int | None = None,
         context_pass: bool | None = None,
         context_raw_t: float | None = None,
     ) -> None:
         s, d = preset.sampling, preset.schedules
         counts = d.diagonal_counts if counts is None else counts
+        if isinstance(counts, int) and not isinstance(counts, bool):
+            counts = str(counts)  # `bench --row diagonal:counts=432` reads the digits as a number
         if isinstance(counts, str):
             counts = _parse_counts(counts, s.max_steps)
         if len(counts) == 0:

@@ -92,6 +92,8 @@ CLI = [
      r"--row adaptive speed=2: schedule 'adaptive' takes no parameter 'speed'; allowed: min_steps"),
     ("cli-bench-row-range", bench.main, ["--row", "adaptive:margin=2"],
      r"--row adaptive margin=2: margin=2 is outside the allowed range 0..1"),
+    ("cli-bench-student", bench.main, ["--student", "teacher"],
+     r"--student 'teacher' is not shipped with these weights; allowed: dmd, asd, diagonal"),
     ("cli-probe-clips", probe.main, ["--clips", "0"], r"--clips=0 is outside the allowed range 1..64"),
     ("cli-probe-teacher", probe.main, ["--teacher", "{tmp}"],
      r"--teacher .*: has no teacher.safetensors or text_encoder"),

@@ -57,6 +57,20 @@ def test_bench_rows_are_the_schedules_asked_for_with_fixed_4_beside_them(tmp_pat
                                                               {"margin": 0.05, "tol": 0})
 
 
+def test_student_runs_every_row_on_that_student_alone():
+    """`--student dmd`: one run per row, all on the DMD student; without it, the FFE and diagonal
+    rows run on their own students with the DMD student beside them."""
+    from dsa_core.pipeline import StreamingPipeline
+
+    pipe = StreamingPipeline.from_preset("tiny")
+    one = bench.runs(pipe, bench.ROWS, "dmd")
+    assert [label for label, *_ in one] == [label for label, *_ in bench.ROWS]
+    assert {runner.student for *_, runner in one} == {"dmd"}
+    own = {label: runner.student for label, *_, runner in bench.runs(pipe, bench.ROWS)}
+    assert own["ffe 2*"] == "asd" and own["diagonal"] == "diagonal" and own["diagonal · dmd student"] == "dmd"
+    assert len(own) == len(bench.ROWS) + 3
+
+
 @pytest.mark.slow
 def test_references_bound_the_students_with_the_shipped_teacher():
     from dsa_core.eval import ATTRIBUTES, Evaluator

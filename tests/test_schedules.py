@@ -9,7 +9,7 @@ from dsa_core.config import TINY
 from dsa_core.model import KVCache, ModelOutput
 from dsa_core.pipeline import denoise_chunk
 from dsa_core.scheduler import FlowMatchScheduler
-from dsa_core.schedules import Proxy, make_schedule
+from dsa_core.schedules import Proxy, RandomExits, make_schedule
 
 CHUNKS = 7
 
@@ -74,6 +74,7 @@ TABLE = [
     ("diagonal", {"counts": (4, 3, 2)}, FLAT, [4, 3, 2, 2, 2, 2, 2], 17),
     ("diagonal", {"counts": "4,3,2", "context_pass": True}, FLAT, [4, 3, 2, 2, 2, 2, 2], 24),
     ("diagonal", {"counts": "4222"}, FLAT, [4, 2, 2, 2, 2, 2, 2], 16),
+    ("diagonal", {"counts": 4131, "context_pass": True}, FLAT, [4, 1, 3, 1, 1, 1, 1], 19),  # bench --row digits
     ("adaptive", {}, ADAPTIVE, [4, 1, 3, 4, 1, 2, 4], 19 + 7),
     ("adaptive", {"min_steps": 2}, ADAPTIVE, [4, 2, 3, 4, 2, 2, 4], 21 + 7),
     ("adaptive", {"first_chunk_steps": 2}, ADAPTIVE, [2, 1, 3, 4, 1, 2, 4], 17 + 7),
@@ -86,6 +87,15 @@ TABLE = [
 def test_step_counts_and_nfe(name, params, script, expected, nfe):
     schedule = make_schedule(name, TINY, **params)
     assert run(schedule, script) == (expected, nfe)
+
+
+def test_random_exits_end_chunks_at_different_depths_reproducibly():
+    """The DMD stage's `exit_per_chunk` rollouts: each chunk its own exit list, drawn from the
+    generator, so a seed replays the same depths."""
+    exits = [[1000.0 * (1 - i / 4) for i in range(n)] for n in (1, 2, 3, 4)]
+    counts = [run(RandomExits(exits, torch.Generator().manual_seed(seed)), FLAT)[0] for seed in (0, 0, 1)]
+    assert counts[0] == counts[1] != counts[2]
+    assert len(set(counts[0])) > 1 and set(counts[0]) <= {1, 2, 3, 4}
 
 
 def test_diagonal_beyond_the_trained_list_is_refused():

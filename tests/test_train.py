@@ -94,6 +94,26 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
 
 
 @pytest.mark.slow
+def test_rollout_and_distance_options_train_and_resume_exactly(tmp_path):
+    """DMD's `exit_per_chunk` (each chunk ends at its own drawn depth) and the head stage's
+    `distance_sigmas` (d at fixed noise levels) draw from the step's own randomness, so a
+    resumed run gives the uninterrupted run's next loss; out-of-place uses are refused."""
+    for stage in ("vae", "text", "teacher", "ode"):
+        train(tmp_path, stage)
+    for stage, option in (("dmd", {"exit_per_chunk": True}), ("confidence-head", {"distance_sigmas": [0.3, 0.7]})):
+        uninterrupted = train(tmp_path, stage, **option)
+        assert all(torch.isfinite(torch.tensor(v)) for r in uninterrupted for v in r.values())
+        shutil.rmtree(tmp_path / "run" / stage)
+        train(tmp_path, stage, steps=1, **option)
+        assert train(tmp_path, stage, resume=True, **option) == uninterrupted[1:], stage
+    with pytest.raises(ValueError, match="exit_per_chunk applies to the dmd stage only"):
+        load_config(STAGES["asd"].Config, toy_config(tmp_path, "asd", exit_per_chunk=True))
+    with pytest.raises(ValueError, match=r"distance_sigmas entry 1\.5 is outside the allowed range \(0, 1\)"):
+        load_config(STAGES["confidence-head"].Config,
+                    toy_config(tmp_path, "confidence-head", distance_sigmas=[0.5, 1.5]))
+
+
+@pytest.mark.slow
 def test_compiled_teacher_matches_eager(tmp_path):
     """The recipe compiles the teacher's forward: an eager run's checkpoint, resumed compiled,
     gives the eager run's next loss and final weights."""

@@ -1,12 +1,12 @@
 """Stage `dmd`: Self-Forcing DMD with the DSA confidence loss (DESIGN §6).
 
 Each generator step rolls the student out autoregressively with its KV cache exactly as at
-inference (`pipeline.Rollout`), exiting every chunk after a step count drawn per rollout,
-with gradient at that exit step only.  The distribution-matching gradient compares the
-teacher's guided x0 (real score) with a critic's x0 (fake score) at a random noise level;
-the confidence head learns, per chunk, how far the student's x0 is from the teacher's.
-The critic learns the student's distribution with the plain flow loss, `critic_steps`
-times per generator step.
+inference (`pipeline.Rollout`), exiting every chunk after a step count drawn per rollout (or
+per chunk, `exit_per_chunk`), with gradient at that exit step only.  The distribution-matching
+gradient compares the teacher's guided x0 (real score) with a critic's x0 (fake score) at a
+random noise level; the confidence head learns, per chunk, how far the student's x0 is from
+the teacher's.  The critic learns the student's distribution with the plain flow loss,
+`critic_steps` times per generator step.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from ..model import CausalWanModel
 from ..pipeline import Rollout
 from ..scheduler import FlowMatchScheduler
-from ..schedules import Schedule, Timesteps
+from ..schedules import RandomExits, Schedule, Timesteps
 from ..world import caption_corpus
 from .common import Stage, StageConfig, ema_update, optimizer_step
 from .teacher import add_random_noise, chunk_distance, flow_loss, guided_flow, load_teacher
@@ -46,6 +46,10 @@ class DmdConfig(StageConfig):
     conf_weight: float = 1.0
     conf_lambda: float = 0.5
     captions: int = 20000
+    # Draw the exit step list per chunk, not once per rollout (Self-Forcing's default): an
+    # adaptive schedule stops chunks at different depths, a context per-rollout exits never
+    # show the student.
+    exit_per_chunk: bool = False
 
     def validate(self) -> None:
         super().validate()
@@ -56,6 +60,8 @@ class DmdConfig(StageConfig):
                 raise ValueError(f"{name}={getattr(self, name)} must be a positive number")
         if self.critic_steps < 1:
             raise ValueError(f"critic_steps={self.critic_steps} must be >= 1")
+        if self.exit_per_chunk and type(self) is not DmdConfig:
+            raise ValueError("exit_per_chunk applies to the dmd stage only: this stage chooses its own rollout steps")
 
 
 class RunningMean(torch.nn.Module):
@@ -146,6 +152,8 @@ class DmdStage(Stage):
     def schedule(self, g: torch.Generator) -> Schedule:
         """The step schedule of one rollout: here a random exit list (where adaptive, fixed(n)
         and FFE end a chunk); the ASD and diagonal stages choose their own."""
+        if self.cfg.exit_per_chunk:
+            return RandomExits(self.exits, g)
         return Timesteps(self.exits[int(torch.randint(0, len(self.exits), (1,), generator=g))])
 
     def _rollout(self, states: torch.Tensor, g: torch.Generator, grad: bool,

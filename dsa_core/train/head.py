@@ -10,7 +10,7 @@ stages, which is how the CPU test runs it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,7 +24,7 @@ from ..schedules import Timesteps
 from ..text import TextEncoder
 from ..weights import load_self_forcing, load_transformer, resolve_wan
 from ..world import caption_corpus
-from .common import Stage, StageConfig, optimizer_step
+from .common import Stage, StageConfig, device_generator, optimizer_step
 from .dmd import RunningMean, confidence_loss, exit_lists
 from .teacher import add_random_noise, chunk_distance, guided_flow, load_teacher
 
@@ -41,11 +41,19 @@ class HeadConfig(StageConfig):
     cfg_scale: float = 3.0
     conf_lambda: float = 0.5
     captions: int = 20000
+    # Noise levels σ at which the teacher distance d is measured, averaged; empty: one random
+    # level per sample over the shifted grid (the DMD stage's).  The head does not see σ, and
+    # d grows ~100× from σ 0.05 to 0.9, so a random level buries the few-% gap between a chunk
+    # denoised once and four times (which most levels rank the right way) under σ's noise.
+    distance_sigmas: list = field(default_factory=list)
 
     def validate(self) -> None:
         super().validate()
         if self.base not in ("tiny", "wan-1.3b"):
             raise ValueError(f"base={self.base!r} must be 'tiny' or 'wan-1.3b'")
+        for sigma in self.distance_sigmas:
+            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < 1:
+                raise ValueError(f"distance_sigmas entry {sigma!r} is outside the allowed range (0, 1)")
 
 
 class HeadStage(Stage):
@@ -111,12 +119,28 @@ class HeadStage(Stage):
         video = torch.cat([r.x0 for r in results], 2).detach()
         logits = torch.cat([r.conf_logits for r in results], 1)
         with torch.no_grad():
-            x_t, t, sigma, _ = add_random_noise(video, g, self.scheduler, 0.02, 0.98)
-            x0_real = self.scheduler.to_x0(x_t, guided_flow(self.teacher, x_t, t, cond, uncond, cfg.cfg_scale), sigma)
-            d = chunk_distance(video, x0_real, p.model.chunk_frames)
+            d = self.distance(video, cond, uncond, g)
         loss = confidence_loss(logits, d, cfg.conf_lambda * self.stats.update(float(d.mean())))
         optimizer_step(loss, self.opt, self.run)
         return {"conf": loss.item(), "d": float(d.mean()), "c": float(torch.sigmoid(logits.detach()).mean())}
+
+    def distance(self, video: torch.Tensor, cond, uncond, g: torch.Generator) -> torch.Tensor:
+        """DSA's teacher distance d per chunk `[B, chunks]`, at `distance_sigmas` (averaged) or at
+        one random level per sample."""
+        cf, scale = self.preset.model.chunk_frames, self.cfg.cfg_scale
+        if not self.cfg.distance_sigmas:
+            x_t, t, sigma, _ = add_random_noise(video, g, self.scheduler, 0.02, 0.98)
+            x0_real = self.scheduler.to_x0(x_t, guided_flow(self.teacher, x_t, t, cond, uncond, scale), sigma)
+            return chunk_distance(video, x0_real, cf)
+        total = 0
+        for sigma in self.cfg.distance_sigmas:
+            noise = torch.randn(video.shape, generator=device_generator(g, video.device), device=video.device)
+            x_t = self.scheduler.add_noise(video, noise, sigma)
+            t = torch.full(video.shape[:1] + video.shape[2:3], sigma * self.scheduler.num_train_timesteps,
+                           device=video.device)
+            x0_real = self.scheduler.to_x0(x_t, guided_flow(self.teacher, x_t, t, cond, uncond, scale), sigma)
+            total = total + chunk_distance(video, x0_real, cf)
+        return total / len(self.cfg.distance_sigmas)
 
     def export(self, folder: Path) -> None:
         """The head alone: `confidence_head.safetensors`, loaded on top of the generator."""
