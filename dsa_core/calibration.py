@@ -3,7 +3,7 @@
 For held-out world captions the student generates whole videos exiting every chunk after
 s = 1…4 steps (as the DSA training rollout does).  For every chunk, the teacher distance
 `d` is the mean squared gap between the chunk's x0 and the teacher's guided x0 of the same
-video re-noised (three fixed noise levels, fixed noise) — the quantity the confidence loss
+video re-noised (`SamplingConfig.distance_raw_t`, fixed noise) — the quantity the confidence loss
 teaches the head to track.  A calibrated head gives high confidence where `d` is small:
 a strongly negative rank correlation.
 """
@@ -22,17 +22,19 @@ from scipy.stats import spearmanr
 from .model import CausalWanModel
 from .pipeline import Rollout, StreamingPipeline
 from .schedules import Timesteps
-from .train.teacher import chunk_distance, guided_flow
+from .train.teacher import teacher_distance
 from .weights import default_weights_dir
 from .world import heldout_seed, render_clip
-
-RAW_PROBES = (250.0, 500.0, 750.0)  # noise levels at which the teacher judges a video
 
 
 def load_teacher(folder: str | Path, pipe: StreamingPipeline) -> CausalWanModel:
     teacher = CausalWanModel(pipe.preset.model)
     teacher.load_state_dict({k: v.float() for k, v in load_file(str(Path(folder) / "teacher.safetensors")).items()})
     return teacher.to(pipe.device).eval().requires_grad_(False)
+
+
+def mean_by_step(values: list[float], step_of: list[int]) -> dict[int, float]:
+    return {s: sum(v for v, x in zip(values, step_of) if x == s) / step_of.count(s) for s in sorted(set(step_of))}
 
 
 @torch.inference_mode()
@@ -53,15 +55,8 @@ def calibration(pipe: StreamingPipeline, teacher: CausalWanModel, clips: int = 6
             rollout = Rollout(pipe.model, sched, Timesteps(full[:s]), p, seed=start, batch=b, device=pipe.device)
             results = [rollout.next_chunk(cond_s) for _ in range(chunks)]
             video = torch.cat([r.x0 for r in results], 2)
-            g = torch.Generator().manual_seed(99)
-            d = torch.zeros(b, chunks)
-            for raw in RAW_PROBES:
-                sigma = sched.shift_sigma(raw / sched.num_train_timesteps)
-                noise = torch.randn(video.shape, generator=g).to(video.device)
-                x_t = sched.add_noise(video, noise, sigma)
-                t = video.new_full(video.shape[:1] + video.shape[2:3], sigma * sched.num_train_timesteps)
-                x0_real = sched.to_x0(x_t, guided_flow(teacher, x_t, t, cond_t, uncond, cfg_scale), sigma)
-                d += chunk_distance(video, x0_real, cf).cpu() / len(RAW_PROBES)
+            d = teacher_distance(video, teacher, cond_t, uncond, cfg_scale, sched, p.sampling.distance_raw_t, cf,
+                                 torch.Generator().manual_seed(99)).cpu()
             c = torch.sigmoid(torch.cat([r.conf_logits for r in results], 1).float()).cpu()
             conf += c.flatten().tolist()
             dist += d.flatten().tolist()
@@ -75,8 +70,9 @@ def calibration(pipe: StreamingPipeline, teacher: CausalWanModel, clips: int = 6
         "spearman_within_step": per_step,
         "pairs": len(conf),
         "clips": clips,
-        "mean_confidence_by_step": {s: sum(conf[i] for i, x in enumerate(step_of) if x == s) / step_of.count(s)
-                                    for s in sorted(set(step_of))},
+        "mean_confidence_by_step": mean_by_step(conf, step_of),
+        # The head's target: if d does not fall with the step, no head can make confidence rise.
+        "mean_distance_by_step": mean_by_step(dist, step_of),
     }
 
 

@@ -90,6 +90,10 @@ class SamplingConfig:
     max_prompt_chars: int = 2000
     # Timestep (warped units) of the context pass; 0 = clean context as in Self-Forcing.
     context_t: float = 0.0
+    # Noise levels (raw units, warped like the steps) at which the teacher judges a chunk for
+    # the confidence head: its distance d there, averaged, is what the head learns (stage
+    # `confidence-head`) and what `dsa_core.calibration` ranks the head against.
+    distance_raw_t: tuple[float, ...] = (250.0, 500.0, 750.0)
 
     @property
     def max_steps(self) -> int:

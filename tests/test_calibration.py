@@ -16,3 +16,5 @@ def test_calibration_report_on_random_weights(random_pipe):
     assert report["pairs"] == 2 * chunks * 4  # clips × chunks × exit steps
     assert -1.0 <= report["spearman"] <= 1.0
     assert set(report["spearman_within_step"]) == {1, 2, 3, 4}
+    assert set(report["mean_distance_by_step"]) == {1, 2, 3, 4}
+    assert all(d > 0 for d in report["mean_distance_by_step"].values())

@@ -42,6 +42,10 @@ def test_confidence_head_is_calibrated_on_64_heldout_clips(tiny_pipe):
     print(json.dumps(report, indent=2))
     assert report["pairs"] == 64 * 7 * 4
     assert report["spearman"] <= -0.5
+    # More steps bring a chunk closer to the teacher, and the head says so: the adaptive rule
+    # compares a chunk's confidence after each step with a reference, so it needs both.
+    d, c = report["mean_distance_by_step"], report["mean_confidence_by_step"]
+    assert d[1] > d[2] > d[3] > d[4] and c[1] < c[2] < c[3] < c[4]
 
 
 def test_each_schedule_runs_on_its_shipped_student(tmp_path):

@@ -20,7 +20,9 @@ from dsa_core.probe import CAPTION_PROBE_SIGMAS, SWAPS
 from dsa_core.train import STAGES
 from dsa_core.train.__main__ import main as train_main
 from dsa_core.train.common import Run, load_config, run_stage, set_lr
+from dsa_core.train.export import export
 from dsa_core.train.teacher import OBJECT_PROBE_SIGMAS, object_cell_errors
+from dsa_core.weights import verify_manifest
 
 TOY_MODEL = {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "freq_dim": 32, "conf_hidden": 16}
 TOY = {
@@ -91,16 +93,26 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
     student = load_file(str(tmp_path / "run" / "dmd" / "final" / "student.safetensors"))
     assert head and all(k.startswith("confidence_head.") for k in head)
     assert any(not torch.equal(v, student[k]) for k, v in head.items())
+    # Export ships the DMD student with that head, every student in half precision, hash-listed.
+    dest = export(str(toy_config(tmp_path, "dmd")), str(tmp_path / "weights"))
+    verify_manifest(dest)
+    shipped = load_file(str(dest / "transformer.safetensors"))
+    assert set(shipped) == set(student)
+    assert all(torch.equal(shipped[k], head.get(k, v).half()) for k, v in student.items())
+    config = json.loads((dest / "config.json").read_text())
+    assert config["students"] == {"dmd": "transformer.safetensors", "asd": "transformer_asd.safetensors",
+                                  "diagonal": "transformer_diagonal.safetensors"}
+    assert "train confidence-head && " in (dest / "MANIFEST").read_text().splitlines()[0]
 
 
 @pytest.mark.slow
 def test_rollout_and_distance_options_train_and_resume_exactly(tmp_path):
     """DMD's `exit_per_chunk` (each chunk ends at its own drawn depth) and the head stage's
-    `distance_sigmas` (d at fixed noise levels) draw from the step's own randomness, so a
-    resumed run gives the uninterrupted run's next loss; out-of-place uses are refused."""
+    `fixed_distance = false` (d at one random level per sample) draw from the step's own
+    randomness, so a resumed run gives the uninterrupted run's next loss; out-of-place uses are refused."""
     for stage in ("vae", "text", "teacher", "ode"):
         train(tmp_path, stage)
-    for stage, option in (("dmd", {"exit_per_chunk": True}), ("confidence-head", {"distance_sigmas": [0.3, 0.7]})):
+    for stage, option in (("dmd", {"exit_per_chunk": True}), ("confidence-head", {"fixed_distance": False})):
         uninterrupted = train(tmp_path, stage, **option)
         assert all(torch.isfinite(torch.tensor(v)) for r in uninterrupted for v in r.values())
         shutil.rmtree(tmp_path / "run" / stage)
@@ -108,9 +120,8 @@ def test_rollout_and_distance_options_train_and_resume_exactly(tmp_path):
         assert train(tmp_path, stage, resume=True, **option) == uninterrupted[1:], stage
     with pytest.raises(ValueError, match="exit_per_chunk applies to the dmd stage only"):
         load_config(STAGES["asd"].Config, toy_config(tmp_path, "asd", exit_per_chunk=True))
-    with pytest.raises(ValueError, match=r"distance_sigmas entry 1\.5 is outside the allowed range \(0, 1\)"):
-        load_config(STAGES["confidence-head"].Config,
-                    toy_config(tmp_path, "confidence-head", distance_sigmas=[0.5, 1.5]))
+    with pytest.raises(ValueError, match=r"config key 'fixed_distance' must be of type bool, got 'yes'"):
+        load_config(STAGES["confidence-head"].Config, toy_config(tmp_path, "confidence-head", fixed_distance="yes"))
 
 
 @pytest.mark.slow

@@ -3,9 +3,10 @@
 Stages, in order: `vae` → `text` (umT5 encoder pretrained to read captions into attribute
 slots) → `teacher` (bidirectional teacher, trained jointly with that encoder) → `ode`
 (CausVid init of the causal student) → `dmd` (Self-Forcing DMD + DSA confidence loss) →
-`evalnet` (the attribute classifier of `dsa_core.eval`) → `export` (assemble `weights/tiny`
-with its MANIFEST).  `confidence-head` trains only the DSA head of a frozen generator (for
-`--model wan-1.3b`, the public Self-Forcing one).  `asd` and `diagonal` continue from `dmd`
+`confidence-head` (the DSA head alone refined on the frozen DMD student; for `--model
+wan-1.3b`, trained on the public Self-Forcing generator) → `evalnet` (the attribute
+classifier of `dsa_core.eval`) → `export` (assemble `weights/tiny` with its MANIFEST).
+`asd` and `diagonal` continue from `dmd`
 with the training recipes of FFE (adversarial self-distillation) and of diagonal denoising
 (diagonal forcing + motion matching).  Each stage resumes from its last
 checkpoint with `--resume` and runs unchanged under `torchrun --nproc_per_node N`.
@@ -24,7 +25,7 @@ from .vae import VaeStage
 
 STAGES: dict[str, type[Stage]] = {
     s.name: s
-    for s in (VaeStage, TextStage, TeacherStage, OdeStage, DmdStage, AsdStage, DiagonalStage, HeadStage, EvalnetStage)
+    for s in (VaeStage, TextStage, TeacherStage, OdeStage, DmdStage, HeadStage, AsdStage, DiagonalStage, EvalnetStage)
 }
 
 __all__ = ["STAGES", "Stage"]

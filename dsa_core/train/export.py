@@ -13,24 +13,35 @@ from ..weights import default_weights_dir, write_manifest
 from .common import Stage, load_config
 from .dmd import DmdConfig
 
-RECIPE = ("vae", "text", "teacher", "ode", "dmd", "evalnet")  # then asd / diagonal, for the students they ship
+# Then asd / diagonal, for the students they ship.
+RECIPE = ("vae", "text", "teacher", "ode", "dmd", "confidence-head", "evalnet")
 # The students a weights folder may ship, by the stage that trains each, and their files.
 STUDENTS = {"dmd": "transformer.safetensors", "asd": "transformer_asd.safetensors",
             "diagonal": "transformer_diagonal.safetensors"}
 
 
-def save_half(source: Path, target: Path) -> None:
-    """Half precision keeps the folder small; the models run in fp32 from it (a 5e-4 relative rounding)."""
-    save_file({k: v.half().contiguous() for k, v in load_file(str(source)).items()}, str(target))
+def save_half(source: Path, target: Path, replace: Path | None = None) -> None:
+    """Half precision keeps the folder small; the models run in fp32 from it (a 5e-4 relative rounding).
+    `replace`: a file of some of the tensors (the refined confidence head), taken instead of the source's."""
+    tensors = load_file(str(source))
+    if replace is not None:
+        new = load_file(str(replace))
+        wrong = [k for k, v in new.items() if k not in tensors or tensors[k].shape != v.shape]
+        if wrong:
+            raise ValueError(f"{replace}: {wrong[0]!r} is not a tensor of {source.name} with that shape")
+        tensors.update(new)
+    save_file({k: v.half().contiguous() for k, v in tensors.items()}, str(target))
 
 
 def export(config: str | None, dest: str | None) -> Path:
     """Copy the students (EMA), VAE, text encoder, teacher and evaluation classifier into `dest`
-    and hash them.  The DMD student is required; the ASD and diagonal students ship when trained."""
+    and hash them.  The DMD student, with the `confidence-head` stage's head, is required; the
+    ASD and diagonal students ship when trained."""
     cfg = load_config(DmdConfig, config)
     dest = Path(dest) if dest else default_weights_dir("tiny")
     sources = {
         "student": Stage.final_dir(cfg, "dmd") / "student.safetensors",
+        "confidence head": Stage.final_dir(cfg, "confidence-head") / "confidence_head.safetensors",
         "teacher": Stage.final_dir(cfg, "teacher") / "teacher.safetensors",
         "text_encoder": Stage.final_dir(cfg, "teacher") / "text_encoder",
         "vae": Stage.final_dir(cfg, "vae"),
@@ -46,7 +57,7 @@ def export(config: str | None, dest: str | None) -> Path:
     for stage, file in STUDENTS.items():
         trained = Stage.final_dir(cfg, stage) / "student.safetensors"
         if trained.is_file():
-            save_half(trained, tmp / file)
+            save_half(trained, tmp / file, sources["confidence head"] if stage == "dmd" else None)
             students[stage] = file
     save_half(sources["teacher"], tmp / "teacher.safetensors")  # serves calibration checks only
     shutil.copytree(sources["text_encoder"], tmp / "text_encoder")

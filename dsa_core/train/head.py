@@ -1,16 +1,17 @@
 """Stage `confidence-head`: train only the DSA confidence head of a frozen generator.
 
-For checkpoints distilled without DSA (the public Self-Forcing one): the generator rolls out
-exactly as at inference, exiting each chunk after a random step list, and the head learns
-the DSA confidence loss against the teacher's guided x0 — no DMD, no critic, the generator's
-weights untouched.  `--model wan-1.3b` loads the Self-Forcing generator and the
-Wan2.1-T2V-1.3B teacher from the Hub (a GPU job); `--model tiny` uses this repo's trained
-stages, which is how the CPU test runs it.
-"""
+The generator rolls out exactly as at inference, exiting each chunk after a random step list,
+and the head learns the DSA confidence loss against the teacher's guided x0, measured at fixed
+noise levels — no DMD, no critic, the generator's weights untouched.  In the `tiny` recipe it
+follows `dmd` and refines the head DMD trained (whose target, at one random noise level a
+sample, taught a confidence that falls with the step); export ships the refined head on the
+DMD student.  For checkpoints distilled without DSA (the public Self-Forcing one) it trains a
+head from scratch: `--model wan-1.3b` loads the Self-Forcing generator and the
+Wan2.1-T2V-1.3B teacher from the Hub (a GPU job)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,34 +27,30 @@ from ..weights import load_self_forcing, load_transformer, resolve_wan
 from ..world import caption_corpus
 from .common import Stage, StageConfig, device_generator, optimizer_step
 from .dmd import RunningMean, confidence_loss, exit_lists
-from .teacher import add_random_noise, chunk_distance, guided_flow, load_teacher
+from .teacher import add_random_noise, chunk_distance, guided_flow, load_teacher, teacher_distance
 
 WAN_TEACHER_REPO, WAN_TEACHER_FILE = "Wan-AI/Wan2.1-T2V-1.3B", "diffusion_pytorch_model.safetensors"
 
 
 @dataclass
 class HeadConfig(StageConfig):
-    steps: int = 500
-    batch_size: int = 2
+    steps: int = 800
+    batch_size: int = 4
     lr: float = 1e-4
     base: str = "tiny"  # or "wan-1.3b"
     hub_dir: str = ""  # wan-1.3b: a local mirror of the Hub repos (empty: the Hub cache)
     cfg_scale: float = 3.0
     conf_lambda: float = 0.5
     captions: int = 20000
-    # Noise levels σ at which the teacher distance d is measured, averaged; empty: one random
-    # level per sample over the shifted grid (the DMD stage's).  The head does not see σ, and
-    # d grows ~100× from σ 0.05 to 0.9, so a random level buries the few-% gap between a chunk
-    # denoised once and four times (which most levels rank the right way) under σ's noise.
-    distance_sigmas: list = field(default_factory=list)
+    # The teacher distance d at the preset's fixed levels (`SamplingConfig.distance_raw_t`, as
+    # calibration measures it), or at one random level per sample (DMD's): the head does not see
+    # σ, and at a random one it learnt a confidence that falls with the step while d falls.
+    fixed_distance: bool = True
 
     def validate(self) -> None:
         super().validate()
         if self.base not in ("tiny", "wan-1.3b"):
             raise ValueError(f"base={self.base!r} must be 'tiny' or 'wan-1.3b'")
-        for sigma in self.distance_sigmas:
-            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 < sigma < 1:
-                raise ValueError(f"distance_sigmas entry {sigma!r} is outside the allowed range (0, 1)")
 
 
 class HeadStage(Stage):
@@ -125,22 +122,14 @@ class HeadStage(Stage):
         return {"conf": loss.item(), "d": float(d.mean()), "c": float(torch.sigmoid(logits.detach()).mean())}
 
     def distance(self, video: torch.Tensor, cond, uncond, g: torch.Generator) -> torch.Tensor:
-        """DSA's teacher distance d per chunk `[B, chunks]`, at `distance_sigmas` (averaged) or at
-        one random level per sample."""
+        """DSA's teacher distance d per chunk `[B, chunks]` (see `fixed_distance`)."""
         cf, scale = self.preset.model.chunk_frames, self.cfg.cfg_scale
-        if not self.cfg.distance_sigmas:
-            x_t, t, sigma, _ = add_random_noise(video, g, self.scheduler, 0.02, 0.98)
-            x0_real = self.scheduler.to_x0(x_t, guided_flow(self.teacher, x_t, t, cond, uncond, scale), sigma)
-            return chunk_distance(video, x0_real, cf)
-        total = 0
-        for sigma in self.cfg.distance_sigmas:
-            noise = torch.randn(video.shape, generator=device_generator(g, video.device), device=video.device)
-            x_t = self.scheduler.add_noise(video, noise, sigma)
-            t = torch.full(video.shape[:1] + video.shape[2:3], sigma * self.scheduler.num_train_timesteps,
-                           device=video.device)
-            x0_real = self.scheduler.to_x0(x_t, guided_flow(self.teacher, x_t, t, cond, uncond, scale), sigma)
-            total = total + chunk_distance(video, x0_real, cf)
-        return total / len(self.cfg.distance_sigmas)
+        if self.cfg.fixed_distance:
+            return teacher_distance(video, self.teacher, cond, uncond, scale, self.scheduler,
+                                    self.preset.sampling.distance_raw_t, cf, device_generator(g, video.device))
+        x_t, t, sigma, _ = add_random_noise(video, g, self.scheduler, 0.02, 0.98)
+        x0_real = self.scheduler.to_x0(x_t, guided_flow(self.teacher, x_t, t, cond, uncond, scale), sigma)
+        return chunk_distance(video, x0_real, cf)
 
     def export(self, folder: Path) -> None:
         """The head alone: `confidence_head.safetensors`, loaded on top of the generator."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,6 +158,24 @@ def guided_flow(teacher: CausalWanModel, x_t: torch.Tensor, t: torch.Tensor, con
 def chunk_distance(x0: torch.Tensor, x0_real: torch.Tensor, chunk_frames: int) -> torch.Tensor:
     """DSA's teacher distance d per chunk: mean squared gap to the teacher's x0, `[B, chunks]`."""
     return (x0 - x0_real).pow(2).unflatten(2, (-1, chunk_frames)).mean(dim=(1, 3, 4, 5))
+
+
+def teacher_distance(video: torch.Tensor, teacher: CausalWanModel, cond, uncond, cfg_scale: float,
+                     scheduler: FlowMatchScheduler, raw_levels: Sequence[float], chunk_frames: int,
+                     generator: torch.Generator) -> torch.Tensor:
+    """d per chunk `[B, chunks]` at fixed noise levels, averaged: the video re-noised to each
+    level (`raw_levels`, warped onto the shifted grid) and compared with the teacher's guided x0.
+    Fixed levels, not one random σ per sample as DMD draws: d grows ~100× from σ 0.05 to 0.9,
+    which would bury the gap between a chunk denoised once and four times under σ's noise."""
+    total = 0
+    for raw in raw_levels:
+        sigma = float(scheduler.shift_sigma(raw / scheduler.num_train_timesteps))
+        noise = torch.randn(video.shape, generator=generator, device=generator.device).to(video.device)
+        x_t = scheduler.add_noise(video, noise, sigma)
+        t = video.new_full(video.shape[:1] + video.shape[2:3], sigma * scheduler.num_train_timesteps)
+        x0_real = scheduler.to_x0(x_t, guided_flow(teacher, x_t, t, cond, uncond, cfg_scale), sigma)
+        total = total + chunk_distance(video, x0_real, chunk_frames)
+    return total / len(raw_levels)
 
 
 def grid_sigmas(scheduler: FlowMatchScheduler, steps: int) -> list[float]:
