@@ -47,8 +47,8 @@ class DmdConfig(StageConfig):
     conf_lambda: float = 0.5
     captions: int = 20000
     # Draw the exit step list per chunk, not once per rollout (Self-Forcing's default): an
-    # adaptive schedule stops chunks at different depths, a context per-rollout exits never
-    # show the student.
+    # adaptive schedule stops chunks at different depths, so each chunk sees a KV context of
+    # mixed depths, which per-rollout exits never show the student.
     exit_per_chunk: bool = False
 
     def validate(self) -> None:
