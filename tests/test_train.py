@@ -65,7 +65,7 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
             # Step 0 trained on 9-frame clips (at the whole clips' speeds, the default), step 1 on
             # the full 21 frames: a cache for each.
             assert sorted(p.name.split("_", 1)[1] for p in (tmp_path / "run" / "latents").iterdir()) == [
-                "4_21_cells.pt", "4_9_speed81_cells.pt"]
+                "4_21_attributes.pt", "4_9_speed81_attributes.pt"]
             # Held-out clips and the teacher's samples of their captions, row by row.
             shown = len(range(0, 1 + 4 * (6 - 1), 8))  # every 8th of the 21 frames of 6 latent frames
             cell = 2 * 32 + 2  # 32 px at scale 2, and the gap
@@ -406,9 +406,13 @@ def test_latent_cache_is_the_same_whatever_the_worker_count(tmp_path):
     torch.testing.assert_close(one.latents[10:].float(), encode(vae, clip).half().float(), rtol=2e-3, atol=1e-4)
     assert torch.equal(one.objects, two.objects) and one.objects.shape == (11, 1, 2, 4, 4)
     assert one.objects.any() and not one.objects.all()
-    x0, captions, objects = one.batch(torch.Generator().manual_seed(0), 3)
+    x0, captions, objects, attributes = one.batch(torch.Generator().manual_seed(0), 3)
     index = [one.captions.index(c) for c in captions]  # the batch's cells belong to its clips
     assert torch.equal(objects, one.objects[index]) and torch.equal(x0, one.latents[index].float())
+    assert torch.equal(one.attributes, two.attributes) and one.attributes.shape == (11, 3, 2, 4, 4)
+    assert torch.equal(attributes, one.attributes[index].long())
+    # A cell named by an attribute shows an object: the middle frame's cells lie inside the union's.
+    assert not ((one.attributes[:, 0] > 0) & ~one.objects[:, 0]).any() and (one.attributes > 0).any()
 
 
 def test_object_cells_cover_every_frame_a_latent_frame_encodes():
@@ -432,6 +436,73 @@ def test_object_cells_cover_every_frame_a_latent_frame_encodes():
     assert moved > 0
 
 
+def test_attribute_cells_name_the_object_each_cell_shows():
+    """At the middle pixel frame a latent frame encodes, a cell's classes are those of the
+    object `world.object_map` finds there, as the clip's attributes say (a turned object's new
+    motion from its turn on), and 0 where it finds none."""
+    from dsa_core.train.data import CELL_ATTRIBUTES, attribute_cells, world_config
+    from dsa_core.world import object_map, sample_clip, scene_at, train_seed
+
+    world = world_config(64, 64, 81)
+    turned = 0
+    for seed in range(40):
+        spec = sample_clip(train_seed(seed), world)
+        cells = attribute_cells(spec, 8)
+        assert cells.shape == (3, 21, 8, 8) and cells.dtype == np.uint8
+        for k, frame in enumerate([0] + [4 * k - 1 for k in range(1, 21)]):
+            index = object_map(spec, frame, 8)
+            assert ((cells[:, k] == 0) == (index < 0)).all()
+            objects = scene_at(spec.attributes, frame)["objects"]
+            for i in set(index[index >= 0].tolist()):
+                o = objects[i]
+                after_turn = o["turn"] is not None and frame >= o["turn"]["frame"]
+                turned += after_turn
+                names = (o["color"], o["shape"], o["turn"]["to"] if after_turn else o["motion"])
+                expected = [1 + values.index(v) for values, v in zip(CELL_ATTRIBUTES.values(), names)]
+                assert (cells[:, k][:, index == i] == np.array(expected)[:, None]).all()
+    assert turned > 0
+
+
+def test_attribute_readout_maps_each_token_to_the_cells_of_its_patch():
+    """The readout lays a token's outputs over its patch's latent cells as the DiT's head lays
+    out its flow (Wan's "fhwpqrc -> cfphqwr"), split into one block of classes per attribute."""
+    from dsa_core.train.teacher import AttributeReadout
+
+    readout = AttributeReadout(8, (1, 2, 2))
+    classes = sum(readout.classes)
+    readout.proj = torch.nn.Identity()  # the token's own values are its outputs
+    frames, height, width = 3, 4, 6  # 3 × 2 × 3 tokens
+    token = torch.arange(frames * 2 * 3).view(1, -1, 1)
+    cell = torch.arange(4).view(1, 1, 4, 1)  # (row, column) within the patch: 2·row + column
+    klass = torch.arange(classes).view(1, 1, 1, -1)
+    tokens = (10000 * token[..., None] + 100 * cell + klass).float().flatten(2)
+    logits = torch.cat(readout(tokens, frames, height, width), dim=1)
+    assert [lg.shape[1] for lg in readout(tokens, frames, height, width)] == readout.classes
+    f, y, x = torch.meshgrid(torch.arange(frames), torch.arange(height), torch.arange(width), indexing="ij")
+    expected_token = (f * 2 + y // 2) * 3 + x // 2
+    expected = 10000 * expected_token + 100 * (2 * (y % 2) + x % 2)
+    for k in range(classes):
+        assert torch.equal(logits[0, k], (expected + k).float())
+
+
+def test_attribute_loss_falls_as_the_teacher_learns_a_batch(tmp_path):
+    """The readout's cross-entropy trains the teacher: repeated on one batch (one step's
+    clips, captions and noise), it falls; with `attribute_weight = 0` there is no readout."""
+    from dsa_core.train.common import step_generator
+    from dsa_core.train.teacher import TeacherConfig, TeacherStage
+
+    train(tmp_path, "vae", steps=1)
+    train(tmp_path, "text", steps=1)
+    cfg = load_config(TeacherConfig, toy_config(tmp_path, "teacher", lr=3e-3))
+    stage = TeacherStage(cfg, Run())
+    losses = [stage.train_step(0, step_generator(cfg.seed, 0, 0))["attributes"] for _ in range(30)]
+    assert losses[-1] < 0.5 * losses[0]
+    off = TeacherStage(load_config(TeacherConfig, toy_config(tmp_path, "teacher", attribute_weight=0.0)), Run())
+    assert "readout" not in off.modules() and set(off.train_step(0, step_generator(cfg.seed, 0, 0))) == {"flow"}
+    with pytest.raises(ValueError, match=r"attribute_weight=-1.0 must be a number >= 0 \(0: off\)"):
+        load_config(TeacherConfig, toy_config(tmp_path, "teacher", attribute_weight=-1.0))
+
+
 def test_each_teacher_phase_weighs_objects_by_its_own_weight(tmp_path):
     from dsa_core.train.common import step_generator
     from dsa_core.train.teacher import TeacherConfig, TeacherStage
@@ -444,7 +515,7 @@ def test_each_teacher_phase_weighs_objects_by_its_own_weight(tmp_path):
         return TeacherStage(cfg, Run()).train_step(step, step_generator(cfg.seed, step, 0))
 
     short, long = first_losses(0), first_losses(1)
-    assert set(short) == set(long) == {"flow"}
+    assert set(short) == set(long) == {"flow", "attributes"}
     assert first_losses(0, object_weight=4.0) == short
     assert first_losses(1, short_object_weight=4.0) == long
     for step, name, plain in ((0, "short_object_weight", short), (1, "object_weight", long)):
@@ -465,7 +536,7 @@ def test_short_speed_frames_slow_the_short_clips_alone(tmp_path):
     assert own["short"].captions == slow["short"].captions
     assert not torch.equal(own["short"].latents, slow["short"].latents)
     assert torch.equal(own["long"].latents, slow["long"].latents)
-    assert len(list((tmp_path / "run" / "latents").glob("*_speed81_cells.pt"))) == 1
+    assert len(list((tmp_path / "run" / "latents").glob("*_speed81_attributes.pt"))) == 1
 
 
 def test_teacher_sample_from_a_noised_clip_starts_on_the_grid_and_keeps_what_the_model_keeps():
@@ -506,7 +577,7 @@ def test_weighted_flow_loss_is_the_weighted_mean_of_the_squared_errors():
 
     scheduler = FlowMatchScheduler(2.0)
     x0 = torch.randn(2, 4, 3, 4, 4, generator=torch.Generator().manual_seed(1))
-    predicts_zero = lambda x_t, t, text, causal: SimpleNamespace(flow=torch.zeros_like(x_t))  # noqa: E731
+    predicts_zero = lambda x_t, t, text, causal, return_taps: SimpleNamespace(flow=torch.zeros_like(x_t))  # noqa: E731
     _, _, _, noise = add_random_noise(x0, torch.Generator().manual_seed(5), scheduler)
     err = scheduler.flow_target(x0, noise) ** 2
     mask = torch.zeros(2, 1, 3, 4, 4)
@@ -596,7 +667,7 @@ def test_teachers_side_by_side_share_one_vae_text_encoder_and_cache(tmp_path):
         assert [json.loads(row)["step"] for row in losses] == [0, 1]
     # Built once: the whole clips and the 9-frame ones, and the slow run's own 9-frame clips.
     assert sorted(p.name.split("_", 1)[1] for p in (base / "latents").iterdir()) == [
-        "4_21_cells.pt", "4_9_cells.pt", "4_9_speed81_cells.pt"]
+        "4_21_attributes.pt", "4_9_attributes.pt", "4_9_speed81_attributes.pt"]
     # Run again: each run resumes from its checkpoint (no steps left) instead of refusing it.
     assert side_by_side(base, *configs).returncode == 0
 

@@ -13,7 +13,22 @@ import torch
 from tqdm import tqdm
 
 from ..vae import encode
-from ..world import ClipSpec, WorldConfig, object_map, render_clip, render_spec, sample_clip, train_seed
+from ..world import (
+    COLORS,
+    MOTIONS,
+    SHAPES,
+    ClipSpec,
+    WorldConfig,
+    object_map,
+    render_clip,
+    render_spec,
+    sample_clip,
+    train_seed,
+)
+
+# What `attribute_cells` says of each latent cell: per attribute, class 0 = no object there and
+# 1 + i = value i.  The teacher's attribute readout predicts these (`TeacherConfig.attribute_weight`).
+CELL_ATTRIBUTES: dict[str, tuple[str, ...]] = {"color": tuple(COLORS), "shape": SHAPES, "motion": MOTIONS}
 
 
 def world_config(height: int, width: int, num_frames: int, speed_frames: int | None = None) -> WorldConfig:
@@ -44,39 +59,64 @@ def object_cells(spec: ClipSpec, cell: int, temporal: int = 4) -> np.ndarray:
     return np.stack([np.any([object_map(spec, f, cell) >= 0 for f in group], axis=0) for group in groups])
 
 
-def _render(seed: int, cfg: WorldConfig, cell: int, temporal: int) -> tuple[np.ndarray, str, np.ndarray]:
+def attribute_cells(spec: ClipSpec, cell: int, temporal: int = 4) -> np.ndarray:
+    """What each latent cell shows, uint8 `[len(CELL_ATTRIBUTES), F, h, w]`: the colour, shape
+    and motion class (`CELL_ATTRIBUTES`) of the object `world.object_map` finds there at the
+    middle pixel frame its latent frame encodes, 0 where none.  A turning object's motion is
+    its new one from the turn on; an entering object's, its direction of travel."""
+    frames = spec.cfg.num_frames
+    middles = [0] + [min(f + temporal // 2, frames - 1) for f in range(1, frames, temporal)]
+    out = []
+    for frame in middles:
+        sc = next(s for s in spec.scenes if s.start <= frame < s.end)
+        # Row i: the classes of the scene's object i; the last row (index -1, no object) stays 0.
+        lut = np.zeros((len(sc.objects) + 1, len(CELL_ATTRIBUTES)), dtype=np.uint8)
+        for i, o in enumerate(sc.objects):
+            turned = o.turn_at is not None and frame - sc.start >= o.turn_at
+            values = (o.color, o.shape, o.turn_to if turned else o.motion)
+            lut[i] = [1 + names.index(v) for names, v in zip(CELL_ATTRIBUTES.values(), values)]
+        out.append(lut[object_map(spec, frame, cell)])
+    return np.stack(out).transpose(3, 0, 1, 2)
+
+
+def _render(seed: int, cfg: WorldConfig, cell: int, temporal: int) -> tuple[np.ndarray, str, np.ndarray, np.ndarray]:
     spec = sample_clip(seed, cfg)
-    return render_spec(spec), spec.caption, object_cells(spec, cell, temporal)
+    return render_spec(spec), spec.caption, object_cells(spec, cell, temporal), attribute_cells(spec, cell, temporal)
 
 
 class LatentCache:
-    """VAE latents, captions and object cells of `n` training clips, computed once and kept on disk.
+    """VAE latents, captions, object cells and attribute cells of `n` training clips, computed
+    once and kept on disk.
 
     The teacher sees each clip many times; encoding 81 frames costs more than a teacher
     step, so it is done once.
     """
 
-    def __init__(self, latents: torch.Tensor, captions: list[str], objects: torch.Tensor) -> None:
+    def __init__(self, latents: torch.Tensor, captions: list[str], objects: torch.Tensor,
+                 attributes: torch.Tensor) -> None:
         self.latents = latents  # float16 [N, C, F, h, w]
         self.captions = captions
         self.objects = objects  # bool [N, 1, F, h, w]: `object_cells` of each clip
+        self.attributes = attributes  # uint8 [N, len(CELL_ATTRIBUTES), F, h, w]: `attribute_cells`
 
     def __len__(self) -> int:
         return len(self.captions)
 
     def to(self, device: torch.device) -> LatentCache:
         """The latents on `device`: on a GPU a batch is then gathered there, not copied over each step."""
-        return LatentCache(self.latents.to(device), self.captions, self.objects.to(device))
+        return LatentCache(self.latents.to(device), self.captions, self.objects.to(device), self.attributes.to(device))
 
-    def batch(self, g: torch.Generator, size: int) -> tuple[torch.Tensor, list[str], torch.Tensor]:
-        """Latents, captions and object cells of `size` clips chosen by `g`."""
+    def batch(self, g: torch.Generator, size: int) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
+        """Latents, captions, object cells and attribute cells (as int64 class indices) of
+        `size` clips chosen by `g`."""
         idx = random_indices(g, size, len(self))
-        return self.latents[idx].float(), [self.captions[i] for i in idx], self.objects[idx]
+        captions = [self.captions[i] for i in idx]
+        return self.latents[idx].float(), captions, self.objects[idx], self.attributes[idx].long()
 
     @classmethod
     def load(cls, path: Path) -> LatentCache:
         state = torch.load(path, map_location="cpu", weights_only=True)
-        return cls(state["latents"], state["captions"], state["objects"])
+        return cls(state["latents"], state["captions"], state["objects"], state["attributes"])
 
     @staticmethod
     def build(path: Path, vae, n: int, cfg: WorldConfig, workers: int | None = None) -> None:
@@ -87,7 +127,7 @@ class LatentCache:
         on either: each clip is a function of its seed.
         """
         batch = 256 if vae.device.type == "cuda" else 8
-        latents, captions, objects = [], [], []
+        latents, captions, objects, attributes = [], [], [], []
         # spawn, not fork: the parent may hold CUDA and torch's thread pools.
         pool = multiprocessing.get_context("spawn").Pool(workers or os.cpu_count() or 1)
         with pool, torch.no_grad():
@@ -95,14 +135,16 @@ class LatentCache:
                              temporal=vae.config.scale_factor_temporal)
             clips = pool.imap(render, map(train_seed, range(n)), chunksize=16)
             for start in tqdm(range(0, n, batch), desc="encoding world clips"):
-                frames, caps, cells = zip(*islice(clips, min(batch, n - start)))
+                frames, caps, cells, attrs = zip(*islice(clips, min(batch, n - start)))
                 latents.append(encode(vae, to_video_tensor(list(frames))).half().cpu())
                 captions += caps
                 objects += cells
+                attributes += attrs
         path.parent.mkdir(parents=True, exist_ok=True)
         # A name of its own: runs side by side (scripts/teachers_side_by_side.sh) may build the
         # same cache at once, and each must replace the file whole.
         tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
         torch.save({"latents": torch.cat(latents), "captions": captions,
-                    "objects": torch.from_numpy(np.stack(objects))[:, None]}, tmp)
+                    "objects": torch.from_numpy(np.stack(objects))[:, None],
+                    "attributes": torch.from_numpy(np.stack(attributes))}, tmp)
         tmp.replace(path)
