@@ -88,7 +88,7 @@ class TeacherConfig(StageConfig):
     # is drawing an object, which the flow loss barely asks (README, Training: "Which caption
     # words the teacher reads").  Ours, after REPA's alignment of a DiT's mid-depth tokens to
     # a representation (Yu et al. 2024), with the world's own labels as that representation:
-    # on one-object 9-frame clips it drew the object in 76% of windows instead of 37%, its
+    # on one-object 9-frame clips it drew the object in 76% of windows instead of 36%, its
     # shape in 16% instead of 5% and its motion in 22% instead of 3%, at the same compute
     # (README, Training: "An attribute readout").
     attribute_weight: float = 0.5
