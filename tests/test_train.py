@@ -163,6 +163,18 @@ def test_existing_checkpoint_is_never_overwritten_without_resume(tmp_path):
     assert (tmp_path / "run" / "vae" / "checkpoint.pt").read_bytes() == before
 
 
+def test_resume_keeps_a_final_folder_that_has_no_checkpoint(tmp_path):
+    """Copying finished weights into a stage's final folder and resuming the recipe must not
+    train that stage again; without --resume it trains from scratch as asked."""
+    train(tmp_path, "vae", steps=1)
+    folder = tmp_path / "run" / "vae"
+    (folder / "checkpoint.pt").unlink()
+    before = {f.name: f.read_bytes() for f in (folder / "final").iterdir()}
+    assert train(tmp_path, "vae", resume=True) == []
+    assert {f.name: f.read_bytes() for f in (folder / "final").iterdir()} == before
+    assert [r["step"] for r in train(tmp_path, "vae")] == [0, 1]
+
+
 def test_resume_refuses_another_recipe_but_not_a_key_added_since(tmp_path):
     train(tmp_path, "vae", steps=1)
     ckpt = tmp_path / "run" / "vae" / "checkpoint.pt"

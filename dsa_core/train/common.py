@@ -336,6 +336,13 @@ def run_stage(stage: Stage, resume: bool = False) -> list[dict]:
     start = 0
     if ckpt.is_file() and not resume:
         raise ValueError(f"{ckpt} exists: pass --resume to continue it, or choose another out_dir")
+    final = Stage.final_dir(cfg, stage.name)
+    if resume and not ckpt.is_file() and final.is_dir():
+        # A final folder with no checkpoint was put there by hand (say, the shipped weights copied
+        # in to retrain only later stages): resuming must keep it, not train it again from scratch.
+        if run.main:
+            print(f"{stage.name}: {final} exists with no checkpoint; kept as the stage's result")
+        return []
     if ckpt.is_file():
         state = load_checkpoint(ckpt)
         # A run may be extended (more steps), logged differently or switch compiling on or off;
@@ -375,7 +382,6 @@ def run_stage(stage: Stage, resume: bool = False) -> list[dict]:
                 })
                 log.plot(f"{stage.name} ({done}/{cfg.steps} steps)")
             run.barrier()
-    final = Stage.final_dir(cfg, stage.name)
     if run.main and (rows or not final.is_dir()):
         # Export beside the final folder, then swap it in: a kill mid-export leaves no
         # half-written weights, and the resumed run (no steps left, no final folder) exports again.
