@@ -31,6 +31,9 @@ from .teacher import add_random_noise, chunk_distance, flow_loss, guided_flow, l
 class DmdConfig(StageConfig):
     steps: int = 250
     batch_size: int = 4
+    # A step takes about 11 s on the 2-core CPU, and ASD and diagonal (which inherit this) run
+    # only 100 steps: checkpointing every 100 would lose a whole stage to a kill.
+    ckpt_every: int = 10
     lr: float = 2e-5
     # The confidence head starts from scratch while the denoiser is only fine-tuned: at the
     # generator's rate it would barely move in a few hundred steps.
