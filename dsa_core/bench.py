@@ -372,14 +372,14 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"held-out world captions to use (1..{len(PROMPT_CLIPS)})")
     ap.add_argument("--world", choices=list(WORLDS), default="full",
                     help="draw the prompts from the whole world or from one-object, solid-background clips")
-    ap.add_argument("--seeds", type=int, default=2)
+    ap.add_argument("--seeds", type=int, help="noise seeds per prompt (default 2; the references use one)")
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--weights", type=Path, metavar="DIR",
                     help="weights folder (default: weights/<model>), e.g. what `python -m dsa_core.train export "
                          "--dest DIR` wrote")
     ap.add_argument("--random-init", action="store_true", help="random weights: times the machinery")
     ap.add_argument("--device")
-    ap.add_argument("--json", type=Path, help="write the rows here")
+    ap.add_argument("--json", type=Path, help="write the rows here (with --references-only, the references)")
     ap.add_argument("--plot", type=Path, help="write the quality-vs-NFE plot (PNG) here")
     ap.add_argument("--teacher", type=Path, action="append", default=[], metavar="DIR",
                     help="also score the teacher in DIR (teacher.safetensors and text_encoder/, as a teacher "
@@ -419,6 +419,14 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("--row chooses schedules, which --references-only skips")
     if args.student and args.references_only:
         ap.error("--student chooses the schedules' student, which --references-only skips")
+    # The references are sampled once per prompt (each teacher on the shipped teacher's noise),
+    # so a seed count would silently change nothing.
+    if args.seeds is not None and args.references_only:
+        ap.error("--seeds sets the schedules' seeds; --references-only samples each prompt once")
+    if args.seeds is None:
+        args.seeds = 2
+    if args.seeds < 1:
+        ap.error(f"--seeds={args.seeds} is outside the allowed range: at least 1")
     for sigma in args.renoise:
         if not 0 < sigma < 1:
             ap.error(f"--renoise={sigma} is outside the allowed range (0, 1): 1 is pure noise, the plain teacher line")
@@ -456,7 +464,10 @@ def main(argv: list[str] | None = None) -> int:
     teacher_options = (tuple(args.teacher), tuple(args.renoise), not args.no_shipped_teacher)
     if args.references_only:
         print(f"model {args.model}{source}, {len(clips)} {args.world}-world prompts, one seed each\n")
-        print(references_text([], reference_scores(pipe, clips, evaluator, *teacher_options)))
+        references = reference_scores(pipe, clips, evaluator, *teacher_options)
+        print(references_text([], references))
+        if args.json:
+            args.json.write_text(json.dumps(references, indent=2))
         return 0
     # Warm-up: first calls pay for allocations and kernel selection.
     list(pipe.generate(clips[0].caption, "fixed", seconds=1, seed=0, steps=1))

@@ -107,12 +107,19 @@ def test_bench_scores_a_teacher_folder_beside_the_shipped_one(capsys):
 
 
 @pytest.mark.slow
-def test_bench_can_leave_the_shipped_teacher_out(capsys):
+def test_bench_can_leave_the_shipped_teacher_out(capsys, tmp_path):
+    """... and `--json` writes the printed references, score for score."""
     shipped = Path(__file__).resolve().parents[1] / "weights" / "tiny"
-    argv = ["--quick", "--references-only", "--world", "simple", "--teacher", str(shipped), "--no-shipped-teacher"]
+    argv = ["--quick", "--references-only", "--world", "simple", "--teacher", str(shipped), "--no-shipped-teacher",
+            "--json", str(tmp_path / "refs.json")]
     assert bench.main(argv) == 0
-    names = re.findall(r"^(.*) \(the same prompts and scenes\)", capsys.readouterr().out, re.M)
+    printed = dict(re.findall(r"^(.*) \(the same prompts and scenes\): total score ([\d.]+)",
+                              capsys.readouterr().out, re.M))
+    names = list(printed)
     assert len(names) == 3 and names[2].startswith(f"teacher {shipped} (")
+    written = json.loads((tmp_path / "refs.json").read_text())
+    assert list(written) == names
+    assert all(f"{written[n]['total_score']:.1f}" == printed[n] for n in names)
 
 
 @pytest.mark.slow
