@@ -59,6 +59,7 @@ ROWS: list[tuple[str, str, dict]] = [
 # by chance, and the Fréchet distance behind fidelity is biased upward on few samples).
 PROMPT_CLIPS = tuple(range(32))
 DEFAULT_PROMPTS = 8
+DEFAULT_SEEDS = 2
 
 
 @dataclass
@@ -372,7 +373,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"held-out world captions to use (1..{len(PROMPT_CLIPS)})")
     ap.add_argument("--world", choices=list(WORLDS), default="full",
                     help="draw the prompts from the whole world or from one-object, solid-background clips")
-    ap.add_argument("--seeds", type=int, help="noise seeds per prompt (default 2; the references use one)")
+    ap.add_argument("--seeds", type=int,
+                    help=f"noise seeds per prompt (default {DEFAULT_SEEDS}; the references use one)")
     ap.add_argument("--model", default="tiny")
     ap.add_argument("--weights", type=Path, metavar="DIR",
                     help="weights folder (default: weights/<model>), e.g. what `python -m dsa_core.train export "
@@ -423,8 +425,7 @@ def main(argv: list[str] | None = None) -> int:
     # so a seed count would silently change nothing.
     if args.seeds is not None and args.references_only:
         ap.error("--seeds sets the schedules' seeds; --references-only samples each prompt once")
-    if args.seeds is None:
-        args.seeds = 2
+    args.seeds = DEFAULT_SEEDS if args.seeds is None else args.seeds
     if args.seeds < 1:
         ap.error(f"--seeds={args.seeds} is outside the allowed range: at least 1")
     for sigma in args.renoise:

@@ -108,7 +108,7 @@ def test_bench_scores_a_teacher_folder_beside_the_shipped_one(capsys):
 
 @pytest.mark.slow
 def test_bench_can_leave_the_shipped_teacher_out(capsys, tmp_path):
-    """... and `--json` writes the printed references, score for score."""
+    """`--no-shipped-teacher` scores only the other references, and `--json` writes them as printed."""
     shipped = Path(__file__).resolve().parents[1] / "weights" / "tiny"
     argv = ["--quick", "--references-only", "--world", "simple", "--teacher", str(shipped), "--no-shipped-teacher",
             "--json", str(tmp_path / "refs.json")]
