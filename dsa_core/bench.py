@@ -326,41 +326,73 @@ def drift_markdown(rows: list[Row], segment_s: float) -> str:
     return "\n".join(lines)
 
 
-def pareto_plot(rows: list[Row], path: Path, title: str, references: dict[str, dict[str, float]]) -> None:
+def pareto_figure(rows: list[Row], title: str, references: dict[str, dict[str, float]]):
     """Total score against NFE, one labelled point per schedule, the Pareto front drawn, and
-    the reference scores (`reference_scores`) as horizontal lines."""
+    the reference scores (`reference_scores`) as horizontal lines; returns the figure."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    placed: list[Row] = []
-    for r in sorted(rows, key=lambda r: -r.total_score):
+    for r in rows:
         ax.scatter(r.nfe, r.total_score, color="tab:red" if r.schedule == "adaptive" else "tab:blue", zorder=3)
-        # Schedules at the same NFE and score (FFE 1* and adaptive, a recipe's two students)
-        # would print their labels over each other: stack each under its neighbours' labels.
-        below = sum(abs(p.nfe - r.nfe) < 1.0 and abs(p.total_score - r.total_score) < 2.0 for p in placed)
-        ax.annotate(r.schedule, (r.nfe, r.total_score), textcoords="offset points", xytext=(4, 4 - 9 * below),
-                    fontsize=8)
-        placed.append(r)
     front, best = [], float("-inf")
     for r in sorted(rows, key=lambda r: (r.nfe, -r.total_score)):
         if r.total_score > best:
             front.append(r)
             best = r.total_score
     ax.plot([r.nfe for r in front], [r.total_score for r in front], "--", color="grey", lw=1, zorder=2)
-    for (name, ref), style in zip(references.items(), itertools.cycle((":", "-.", "--"))):
-        ax.axhline(ref["total_score"], ls=style, color="tab:green", lw=1)
-        ax.annotate(name, (0, ref["total_score"]), xycoords=("axes fraction", "data"), xytext=(4, -10),
-                    textcoords="offset points", fontsize=7, color="tab:green")
-    # Room under the lowest point for the labels stacked beneath it.
+    styles = dict(zip(references, itertools.cycle((":", "-.", "--"))))
+    for name, ref in references.items():
+        ax.axhline(ref["total_score"], ls=styles[name], color="tab:green", lw=1)
+    # Room under the lowest point for labels moved beneath it.
     ax.set_ylim(bottom=max(0.0, min(r.total_score for r in rows) - 6))
     ax.set_xlabel("NFE per video")
     ax.set_ylabel("total score (0–100)")
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     fig.tight_layout()
+    # Schedules often share an NFE and lie within a point of each other (FFE 1*, diagonal and
+    # a recipe's two students at 17): every label takes the first of its candidate places that
+    # stays inside the axes and whose rendered box meets no marker and no label already placed;
+    # one moved off its point gets a leader line.  A dozen labels need no label-repelling
+    # library (adjustText).
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    points = ax.transData.transform([(r.nfe, r.total_score) for r in rows])
+    taken = [Bbox.from_bounds(x - 5, y - 5, 10, 10) for x, y in points]
+
+    def place(text: str, xy: tuple[float, float], candidates: list[dict], **style) -> None:
+        for i, where in enumerate(candidates):
+            label = ax.annotate(text, xy, textcoords="offset points", **where, **style)
+            label.update_positions(renderer)
+            box = Text.get_window_extent(label, renderer)  # the text alone, not its leader line
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if i + 1 == len(candidates) or (inside and not any(box.overlaps(t) for t in taken)):
+                break
+            label.remove()
+        taken.append(box)
+
+    for name, ref in references.items():
+        place(name, (0, ref["total_score"]), [dict(xytext=(4, -10)), dict(xytext=(4, 3))],
+              xycoords=("axes fraction", "data"), fontsize=7, color="tab:green")
+    lead = dict(arrowstyle="-", color="grey", lw=0.5, shrinkA=0, shrinkB=4)
+    beside = [dict(xytext=(6, -3)), dict(xytext=(-6, -3), ha="right")]
+    moved = [dict(xytext=(dx, 3 + 9 * k * sign), ha=ha, arrowprops=lead)
+             for k in range(1, 12) for sign in (1, -1) for dx, ha in ((14, "left"), (-14, "right"))]
+    for r in sorted(rows, key=lambda r: -r.total_score):
+        place(r.schedule, (r.nfe, r.total_score), beside + moved, fontsize=8)
+    return fig
+
+
+def pareto_plot(rows: list[Row], path: Path, title: str, references: dict[str, dict[str, float]]) -> None:
+    """`pareto_figure` saved as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = pareto_figure(rows, title, references)
     fig.savefig(path, dpi=110)
     plt.close(fig)
 

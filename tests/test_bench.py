@@ -149,3 +149,25 @@ def test_bench_scores_the_weights_folder_it_is_given(tmp_path, capsys):
     with pytest.raises(SystemExit):
         bench.main(["--quick", "--weights", str(folder), "--random-init"])
     assert "--weights and --random-init exclude each other" in capsys.readouterr().err
+
+
+def test_pareto_labels_do_not_overlap_where_schedules_cluster():
+    """Four schedules at one NFE within a point of each other, and one on a reference line:
+    every label, the references' included, gets a box of its own, inside the axes."""
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+
+    def row(name: str, nfe: float, score: float) -> bench.Row:
+        return bench.Row(name, nfe, 0.0, 0.0, 0.0, 1.0, 0.1, total_score=score)
+
+    rows = [row("diagonal", 17, 34.6), row("diagonal · dmd student", 17, 28.9), row("ffe 1*", 17, 27.9),
+            row("ffe 1", 17, 27.2), row("adaptive", 19.5, 26.7), row("fixed 1", 14, 24.8), row("fixed 4", 35, 30.2)]
+    fig = bench.pareto_figure(rows, "t", {"teacher": {"total_score": 24.5}, "real clips": {"total_score": 84.0}})
+    renderer = fig.canvas.get_renderer()
+    boxes = {t.get_text(): Text.get_window_extent(t, renderer) for t in fig.axes[0].texts}  # leader lines may cross
+    frame = fig.axes[0].get_window_extent(renderer)
+    plt.close(fig)
+    assert len(boxes) == len(rows) + 2
+    clashes = [(a, b) for a in boxes for b in boxes if a < b and boxes[a].overlaps(boxes[b])]
+    assert clashes == []
+    assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 for b in boxes.values())
