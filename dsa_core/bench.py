@@ -19,6 +19,7 @@ import json
 import platform
 import statistics
 import sys
+import textwrap
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -352,22 +353,23 @@ def pareto_figure(rows: list[Row], title: str, references: dict[str, dict[str, f
     ax.set_ylim(bottom=max(0.0, min(r.total_score for r in rows) - 6))
     ax.set_xlabel("NFE per video")
     ax.set_ylabel("total score (0–100)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)  # the run's description outgrows the width
     ax.grid(alpha=0.3)
     fig.tight_layout()
     # Schedules often share an NFE and lie within a point of each other (FFE 1*, diagonal and
     # a recipe's two students at 17): every label takes the first of its candidate places that
     # stays inside the axes and whose rendered box meets no marker and no label already placed;
-    # one moved off its point gets a leader line.  A dozen labels need no label-repelling
-    # library (adjustText).
+    # one moved off its point gets a leader line.  A reference line's label sits at the line's
+    # left end, or at its right where schedules crowd the left.  A dozen labels need no
+    # label-repelling library (adjustText).
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     points = ax.transData.transform([(r.nfe, r.total_score) for r in rows])
     taken = [Bbox.from_bounds(x - 5, y - 5, 10, 10) for x, y in points]
 
-    def place(text: str, xy: tuple[float, float], candidates: list[dict], **style) -> None:
+    def place(text: str, candidates: list[dict], **style) -> None:
         for i, where in enumerate(candidates):
-            label = ax.annotate(text, xy, textcoords="offset points", **where, **style)
+            label = ax.annotate(text, textcoords="offset points", **where, **style)
             label.update_positions(renderer)
             box = Text.get_window_extent(label, renderer)  # the text alone, not its leader line
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
@@ -377,14 +379,16 @@ def pareto_figure(rows: list[Row], title: str, references: dict[str, dict[str, f
         taken.append(box)
 
     for name, ref in references.items():
-        place(name, (0, ref["total_score"]), [dict(xytext=(4, -10)), dict(xytext=(4, 3))],
-              xycoords=("axes fraction", "data"), fontsize=7, color="tab:green")
+        ends = [dict(xy=(0, ref["total_score"]), xytext=(4, -10)), dict(xy=(0, ref["total_score"]), xytext=(4, 3)),
+                dict(xy=(1, ref["total_score"]), xytext=(-4, -10), ha="right"),
+                dict(xy=(1, ref["total_score"]), xytext=(-4, 3), ha="right")]
+        place(name, ends, xycoords=("axes fraction", "data"), fontsize=7, color="tab:green")
     lead = dict(arrowstyle="-", color="grey", lw=0.5, shrinkA=0, shrinkB=4)
     beside = [dict(xytext=(6, -3)), dict(xytext=(-6, -3), ha="right")]
     moved = [dict(xytext=(dx, 3 + 9 * k * sign), ha=ha, arrowprops=lead)
              for k in range(1, 12) for sign in (1, -1) for dx, ha in ((14, "left"), (-14, "right"))]
     for r in sorted(rows, key=lambda r: -r.total_score):
-        place(r.schedule, (r.nfe, r.total_score), beside + moved, fontsize=8)
+        place(r.schedule, [dict(xy=(r.nfe, r.total_score), **where) for where in beside + moved], fontsize=8)
     return fig
 
 
