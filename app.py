@@ -150,8 +150,10 @@ class ChunkView:
         self.video.write(e.frames)
         self.frames += len(e.frames)
         self.chunks.append(e.frames)
-        # One line per step number across chunks: a chunk that stopped early ends its lines.
-        self.conf_rows += [{"chunk": e.index, "confidence": c, "step": f"step {j + 1}"}
+        # One line per step number across chunks: a chunk that stopped early ends its lines.  The
+        # chunk is a category (as in the bar chart; plotted in arrival order), so the axis shows
+        # whole chunks, not a numeric axis's 0.5 ticks.
+        self.conf_rows += [{"chunk": str(e.index), "confidence": c, "step": f"step {j + 1}"}
                            for j, c in enumerate(e.confidence)]
         self.step_rows.append({"chunk": str(e.index), "steps": e.steps})
         fallback = (

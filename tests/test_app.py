@@ -20,7 +20,7 @@ def test_stream_charts_and_mp4(client, tiny_pipe):
     events = list(tiny_pipe.generate("a red ball", "adaptive", seconds=3, seed=5))
     assert len(streaming) == len(events)
     conf = streaming[-1][1]["data"]
-    expected = [[e.index, c, f"step {j + 1}"] for e in events for j, c in enumerate(e.confidence)]
+    expected = [[str(e.index), c, f"step {j + 1}"] for e in events for j, c in enumerate(e.confidence)]
     assert [[k, round(c, 6), s] for k, c, s in conf] == [[k, round(c, 6), s] for k, c, s in expected]
     assert streaming[-1][2]["data"] == [[str(e.index), e.steps] for e in events]
     mp4 = final[4]["video"] if isinstance(final[4], dict) else final[4]
