@@ -379,9 +379,8 @@ def pareto_figure(rows: list[Row], title: str, references: dict[str, dict[str, f
         taken.append(box)
 
     for name, ref in references.items():
-        ends = [dict(xy=(0, ref["total_score"]), xytext=(4, -10)), dict(xy=(0, ref["total_score"]), xytext=(4, 3)),
-                dict(xy=(1, ref["total_score"]), xytext=(-4, -10), ha="right"),
-                dict(xy=(1, ref["total_score"]), xytext=(-4, 3), ha="right")]
+        ends = [dict(xy=(x, ref["total_score"]), xytext=(dx, dy), ha=ha)
+                for x, dx, ha in ((0, 4, "left"), (1, -4, "right")) for dy in (-10, 3)]
         place(name, ends, xycoords=("axes fraction", "data"), fontsize=7, color="tab:green")
     lead = dict(arrowstyle="-", color="grey", lw=0.5, shrinkA=0, shrinkB=4)
     beside = [dict(xytext=(6, -3)), dict(xytext=(-6, -3), ha="right")]

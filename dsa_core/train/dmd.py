@@ -29,9 +29,8 @@ from .teacher import add_random_noise, chunk_distance, flow_loss, guided_flow, l
 
 @dataclass
 class DmdConfig(StageConfig):
-    # At 250 steps the student's chunks stopped after one or two steps fell well under its
-    # four-step ones, which is what the adaptive rule pays for; 500 lifted the adaptive row by
-    # 1.5-2 points on both worlds (README, Training: "A longer DMD stage").
+    # 500 rather than 250: every benchmark row rose, on both worlds (README, Training: "A
+    # longer DMD stage"), though the adaptive row's gap to fixed 4 steps mostly did not close.
     steps: int = 500
     batch_size: int = 4
     # A step takes about 11 s on the 2-core CPU, and ASD and diagonal (which inherit this) run
