@@ -30,7 +30,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from .calibration import load_teacher
 from .config import WAN_1_3B, Preset
-from .eval import ATTRIBUTES, Evaluator
+from .eval import ATTRIBUTES, REFERENCE_SEED0, Evaluator
 from .evalnet import AttributeNet
 from .model import CausalWanModel
 from .pipeline import StreamingPipeline
@@ -58,7 +58,9 @@ ROWS: list[tuple[str, str, dict]] = [
 # are what the videos are scored against.  The default run uses the first DEFAULT_PROMPTS;
 # more of them narrow the noise of a comparison (16 videos leave rows a point or two apart
 # by chance, and the Fréchet distance behind fidelity is biased upward on few samples).
-PROMPT_CLIPS = tuple(range(32))
+# `--first-prompt` moves the set, so that a rule tuned on clips 0–31 can be checked on
+# prompts it was not tuned on; it stays below the fidelity's reference clips.
+MAX_PROMPTS = 32
 DEFAULT_PROMPTS = 8
 DEFAULT_SEEDS = 2
 
@@ -405,7 +407,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="2 prompts × 1 seed (about two minutes on 2 CPU cores)")
     ap.add_argument("--seconds", type=float, default=5.0, help="video length; above 5 s, drift per 5 s segment")
     ap.add_argument("--prompts", type=int, default=DEFAULT_PROMPTS,
-                    help=f"held-out world captions to use (1..{len(PROMPT_CLIPS)})")
+                    help=f"held-out world captions to use (1..{MAX_PROMPTS})")
+    ap.add_argument("--first-prompt", type=int, default=0, metavar="N",
+                    help="the prompts are held-out clips N, N+1, ... (default 0; another N gives a fresh prompt set)")
     ap.add_argument("--world", choices=list(WORLDS), default="full",
                     help="draw the prompts from the whole world or from one-object, solid-background clips")
     ap.add_argument("--seeds", type=int,
@@ -466,8 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     for sigma in args.renoise:
         if not 0 < sigma < 1:
             ap.error(f"--renoise={sigma} is outside the allowed range (0, 1): 1 is pure noise, the plain teacher line")
-    if not 1 <= args.prompts <= len(PROMPT_CLIPS):
-        ap.error(f"--prompts={args.prompts} is outside the allowed range 1..{len(PROMPT_CLIPS)}")
+    if not 1 <= args.prompts <= MAX_PROMPTS:
+        ap.error(f"--prompts={args.prompts} is outside the allowed range 1..{MAX_PROMPTS}")
+    last_first = REFERENCE_SEED0 - MAX_PROMPTS
+    if not 0 <= args.first_prompt <= last_first:
+        ap.error(f"--first-prompt={args.first_prompt} is outside the allowed range 0..{last_first} "
+                 f"(clips from {REFERENCE_SEED0} on are the fidelity's reference clips)")
     for folder in args.teacher:
         problem = teacher_folder_problem(folder)
         if problem:
@@ -495,11 +503,13 @@ def main(argv: list[str] | None = None) -> int:
     elif args.plot or args.teacher or args.renoise or args.references_only:
         ap.error(f"--plot, --teacher, --renoise and --references-only need quality scores, which are measured on 64×64 "
                  f"videos only ({args.model} makes {s.width}×{s.height})")
-    indices, seeds = (PROMPT_CLIPS[:2], [0]) if args.quick else (PROMPT_CLIPS[: args.prompts], list(range(args.seeds)))
+    count, seeds = (2, [0]) if args.quick else (args.prompts, list(range(args.seeds)))
+    indices = range(args.first_prompt, args.first_prompt + count)
+    prompt_range = f" (held-out clips {indices[0]}–{indices[-1]})" if args.first_prompt else ""
     clips = [render_clip(heldout_seed(i), WORLDS[args.world]) for i in indices]
     teacher_options = (tuple(args.teacher), tuple(args.renoise), not args.no_shipped_teacher)
     if args.references_only:
-        print(f"model {args.model}{source}, {len(clips)} {args.world}-world prompts, one seed each\n")
+        print(f"model {args.model}{source}, {len(clips)} {args.world}-world prompts{prompt_range}, one seed each\n")
         references = reference_scores(pipe, clips, evaluator, *teacher_options)
         print(references_text([], references))
         if args.json:
@@ -530,7 +540,7 @@ def main(argv: list[str] | None = None) -> int:
 
     device = f"{pipe.device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
     header = (f"model {args.model}{source}, {device}, "
-              f"{len(clips)} {args.world}-world prompts × {len(seeds)} seeds, "
+              f"{len(clips)} {args.world}-world prompts{prompt_range} × {len(seeds)} seeds, "
               f"{args.seconds:g} s videos at {s.width}×{s.height}, "
               f"{s.fps} fps")
     print(header + "\n")

@@ -83,6 +83,8 @@ CLI = [
     ("cli-train-unknown-stage", train_main, ["distill"], "invalid choice: 'distill'"),
     ("cli-train-config-key", train_main, ["vae", "--config", "{tmp}/bad.json"], "config key 'hieght' is unknown"),
     ("cli-bench-prompts", bench.main, ["--prompts", "99"], r"--prompts=99 is outside the allowed range 1..32"),
+    ("cli-bench-first-prompt", bench.main, ["--first-prompt", "-1"],
+     r"--first-prompt=-1 is outside the allowed range 0..99968 \(clips from 100000 on are the fidelity's reference"),
     ("cli-bench-teacher", bench.main, ["--teacher", "{tmp}"],
      r"--teacher .*: has no teacher.safetensors or text_encoder"),
     ("cli-bench-renoise", bench.main, ["--renoise", "1"], r"--renoise=1.0 is outside the allowed range \(0, 1\)"),

@@ -181,3 +181,14 @@ def test_pareto_labels_do_not_overlap_where_schedules_cluster():
     assert [a for a in boxes if any(boxes[a].overlaps(m) for m in markers)] == []
     assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 for b in boxes.values())
     assert page.x0 <= title_box.x0 and title_box.x1 <= page.x1
+
+
+@pytest.mark.slow
+def test_first_prompt_moves_the_prompt_set(tmp_path, capsys):
+    """`--first-prompt N` scores held-out clips N, N+1, ...: a fresh prompt set for a rule tuned
+    on the first 32."""
+    assert bench.main(["--quick", "--random-init", "--world", "simple", "--no-shipped-teacher", "--first-prompt", "40",
+                       "--row", "fixed:steps=1"]) == 0
+    captured = capsys.readouterr()
+    assert re.findall(r"done: held-out clip (\d+)", captured.err) == ["40", "41"]
+    assert "2 simple-world prompts (held-out clips 40–41) × 1 seeds" in captured.out
