@@ -256,9 +256,10 @@ def compare(prompt, names, seconds, seed):
     yield *[gr.skip()] * 12, pd.DataFrame(rows)
 
 
-def charts(max_steps: int) -> tuple[gr.LinePlot, gr.BarPlot]:
+def charts(max_steps: int) -> tuple[gr.ScatterPlot, gr.BarPlot]:
+    # Points, not lines: steps 2-4 often run on one chunk only, and a one-point line is not drawn.
     return (
-        gr.LinePlot(x="chunk", y="confidence", color="step", y_lim=[0, 1], title="Confidence after each step"),
+        gr.ScatterPlot(x="chunk", y="confidence", color="step", y_lim=[0, 1], title="Confidence after each step"),
         gr.BarPlot(x="chunk", y="steps", y_lim=[0, max_steps], title="Steps per chunk"),
     )
 
@@ -328,8 +329,8 @@ def build() -> gr.Blocks:
                 for i in range(3):
                     with gr.Column():
                         video = gr.Video(label=f"Schedule {i + 1}", streaming=True, autoplay=True, height=240)
-                        line, bars = charts(s.max_steps)
-                        columns += [video, line, bars, gr.Markdown()]
+                        points, bars = charts(s.max_steps)
+                        columns += [video, points, bars, gr.Markdown()]
             summary = gr.Dataframe(label="Summary · quality: the total score of dsa_core.eval (0–100), "
                                          "measured for held-out world captions such as the examples")
             c_go.click(compare, [c_prompt, c_names, c_seconds, c_seed], [*columns, summary], api_name="compare",

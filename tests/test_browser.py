@@ -50,7 +50,10 @@ def test_generate_in_a_browser(tmp_path):
             # Both charts render marks once the first chunk's data arrive.
             page.wait_for_function("() => document.querySelectorAll('.vega-embed').length >= 2", timeout=60_000)
             page.get_by_text("chunk 7/7").wait_for(timeout=120_000)
-            page.screenshot(path=str(ROOT / "assets" / "app_screenshot.png"), full_page=True)
+            # The README's screenshot is refreshed only when asked, so that a test run leaves the tree clean.
+            shot = Path(os.environ.get("DSA_SCREENSHOT", tmp_path / "app_screenshot.png"))
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000, f"{shot} is too small to show the app"
             browser.close()
     finally:
         server.terminate()
