@@ -352,44 +352,72 @@ def pareto_figure(rows: list[Row], title: str, references: dict[str, dict[str, f
     for name, ref in references.items():
         ax.axhline(ref["total_score"], ls=styles[name], color="tab:green", lw=1)
     # Room under the lowest point for labels moved beneath it.
-    ax.set_ylim(bottom=max(0.0, min(r.total_score for r in rows) - 6))
+    ax.set_ylim(bottom=max(0.0, min(r.total_score for r in rows) - 10))
     ax.set_xlabel("NFE per video")
     ax.set_ylabel("total score (0–100)")
     ax.set_title("\n".join(textwrap.wrap(title, 80)), fontsize=9)  # the run's description outgrows the width
     ax.grid(alpha=0.3)
     fig.tight_layout()
     # Schedules often share an NFE and lie within a point of each other (FFE 1*, diagonal and
-    # a recipe's two students at 17): every label takes the first of its candidate places that
-    # stays inside the axes and whose rendered box meets no marker and no label already placed;
-    # one moved off its point gets a leader line.  A reference line's label sits at the line's
-    # left end, or at its right where schedules crowd the left.  A dozen labels need no
+    # a recipe's two students at 17).  A label's place must stay inside the axes, and its box
+    # meet no marker, label or leader line already drawn.  First every label that can sits
+    # beside its point; the rest move onto rings around their points, the nearest ring first,
+    # with a leader line that runs through no label and no other marker (two leaders may
+    # cross); where no such place is left, a leader may run through a label; where none at
+    # all, the label sits beside its point.  A reference line's label sits at the line's left
+    # end, or at its right where schedules crowd the left.  A dozen labels need no
     # label-repelling library (adjustText).
     renderer = fig.canvas.get_renderer()
     frame = ax.get_window_extent(renderer)
     points = ax.transData.transform([(r.nfe, r.total_score) for r in rows])
-    taken = [Bbox.from_bounds(x - 5, y - 5, 10, 10) for x, y in points]
+    markers = [Bbox.from_bounds(x - 5, y - 5, 10, 10) for x, y in points]
+    labels: list[Bbox] = []
+    leaders: list[tuple[float, float]] = []  # points along the leader lines drawn so far
 
-    def place(text: str, candidates: list[dict], **style) -> None:
-        for i, where in enumerate(candidates):
-            label = ax.annotate(text, textcoords="offset points", **where, **style)
-            label.update_positions(renderer)
-            box = Text.get_window_extent(label, renderer)  # the text alone, not its leader line
-            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
-            if i + 1 == len(candidates) or (inside and not any(box.overlaps(t) for t in taken)):
-                break
-            label.remove()
-        taken.append(box)
+    def fits(text: str, where: dict, leaders_may_cross: bool = False, **style) -> bool:
+        """Draws the label at `where` and keeps it if the place is free."""
+        label = ax.annotate(text, textcoords="offset points", **where, **style)
+        label.update_positions(renderer)
+        box = Text.get_window_extent(label, renderer)  # the text alone, not its leader line
+        line = []
+        if label.arrow_patch is not None:
+            line = label.arrow_patch.get_path().interpolated(20).vertices  # display coordinates
+        tip = ax.transData.transform(label.xy)
+        # Near its point a leader may pass over the markers of the point's own cluster.
+        far = [(x, y) for x, y in line if np.hypot(x - tip[0], y - tip[1]) > 12]
+        inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+        crosses = not leaders_may_cross and (any(b.contains(x, y) for x, y in line for b in labels)
+                                             or any(m.contains(x, y) for x, y in far for m in markers))
+        on_a_leader = any(box.contains(x, y) for x, y in leaders)
+        if inside and not crosses and not on_a_leader and not any(box.overlaps(b) for b in markers + labels):
+            labels.append(box)
+            leaders.extend(far)
+            return True
+        label.remove()
+        return False
 
     for name, ref in references.items():
         ends = [dict(xy=(x, ref["total_score"]), xytext=(dx, dy), ha=ha)
                 for x, dx, ha in ((0, 4, "left"), (1, -4, "right")) for dy in (-10, 3)]
-        place(name, ends, xycoords=("axes fraction", "data"), fontsize=7, color="tab:green")
+        if not any(fits(name, where, xycoords=("axes fraction", "data"), fontsize=7, color="tab:green")
+                   for where in ends):
+            ax.annotate(name, textcoords="offset points", xycoords=("axes fraction", "data"), **ends[0], fontsize=7,
+                        color="tab:green")
     lead = dict(arrowstyle="-", color="grey", lw=0.5, shrinkA=0, shrinkB=4)
     beside = [dict(xytext=(6, -3)), dict(xytext=(-6, -3), ha="right")]
-    moved = [dict(xytext=(dx, 3 + 9 * k * sign), ha=ha, arrowprops=lead)
-             for k in range(1, 12) for sign in (1, -1) for dx, ha in ((14, "left"), (-14, "right"))]
-    for r in sorted(rows, key=lambda r: -r.total_score):
-        place(r.schedule, [dict(xy=(r.nfe, r.total_score), **where) for where in beside + moved], fontsize=8)
+    moved = [dict(xytext=(r * np.cos(a), r * np.sin(a)), arrowprops=lead,  # the label faces away from its point
+                  ha="left" if np.cos(a) > 0.1 else "right" if np.cos(a) < -0.1 else "center",
+                  va="bottom" if np.sin(a) > 0.1 else "top" if np.sin(a) < -0.1 else "center")
+             for r in (16, 26, 38, 52, 68, 86)
+             for a in np.radians([30, -30, 150, -150, 60, -60, 120, -120, 0, 180, 90, -90])]
+    by_score = sorted(rows, key=lambda r: -r.total_score)
+    unplaced = [r for r in by_score if not any(fits(r.schedule, dict(xy=(r.nfe, r.total_score), **where), fontsize=8)
+                                               for where in beside)]
+    for r in unplaced:
+        xy = (r.nfe, r.total_score)
+        if not any(fits(r.schedule, dict(xy=xy, **where), may_cross, fontsize=8)
+                   for may_cross in (False, True) for where in moved):
+            ax.annotate(r.schedule, xy=xy, textcoords="offset points", **beside[0], fontsize=8)
     return fig
 
 

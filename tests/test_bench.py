@@ -152,9 +152,10 @@ def test_bench_scores_the_weights_folder_it_is_given(tmp_path, capsys):
 
 
 def test_pareto_labels_do_not_overlap_where_schedules_cluster():
-    """Four schedules at one NFE within a point of each other, and a reference line running
-    through them: every label, the references' included, gets a box of its own inside the axes
-    that covers no marker, and a run's long title stays on the figure."""
+    """Four schedules at one NFE within a point of each other, twins at two more, and a
+    reference line running through them (the shipped run's rows): every label, the
+    references' included, gets a box of its own inside the axes that covers no marker, no
+    leader line runs through another label, and a run's long title stays on the figure."""
     import matplotlib.pyplot as plt
     from matplotlib.text import Text
     from matplotlib.transforms import Bbox
@@ -162,14 +163,19 @@ def test_pareto_labels_do_not_overlap_where_schedules_cluster():
     def row(name: str, nfe: float, score: float) -> bench.Row:
         return bench.Row(name, nfe, 0.0, 0.0, 0.0, 1.0, 0.1, total_score=score)
 
-    rows = [row("diagonal", 17, 34.6), row("diagonal · dmd student", 17, 28.9), row("ffe 1*", 17, 27.9),
-            row("ffe 1", 17, 27.2), row("adaptive", 19.5, 26.7), row("fixed 1", 14, 24.8), row("fixed 4", 35, 30.2)]
+    # The rows of the README's 8 × 2 full-world run.
+    rows = [row("fixed 1", 14, 24.9), row("fixed 2", 21, 26.5), row("fixed 3", 28, 30.8), row("fixed 4", 35, 32.2),
+            row("ffe 1*", 17, 28.4), row("ffe 1* · dmd student", 17, 27.9), row("ffe 2*", 23, 28.9),
+            row("ffe 2* · dmd student", 23, 29.0), row("diagonal", 17, 35.5), row("diagonal · dmd student", 17, 30.9),
+            row("adaptive", 18.8, 28.7), row("proxy", 27.9, 30.8)]
     title = "model tiny, cpu (x86_64, 2 threads), 8 full-world prompts × 2 seeds, 5 s videos at 64×64, 16 fps"
-    fig = bench.pareto_figure(rows, title, {"teacher (24 steps, CFG 3)": {"total_score": 28.5},
-                                            "real clips": {"total_score": 84.0}})
+    fig = bench.pareto_figure(rows, title, {"teacher (24 steps, CFG 3)": {"total_score": 28.7},
+                                            "real clips": {"total_score": 84.2}})
+    fig.canvas.draw()  # leader lines get their paths, in display coordinates
     renderer = fig.canvas.get_renderer()
     ax = fig.axes[0]
-    boxes = {t.get_text(): Text.get_window_extent(t, renderer) for t in ax.texts}  # leader lines may cross
+    boxes = {t.get_text(): Text.get_window_extent(t, renderer) for t in ax.texts}
+    leaders = {t.get_text(): t.arrow_patch.get_path().interpolated(20).vertices for t in ax.texts if t.arrow_patch}
     frame = ax.get_window_extent(renderer)
     markers = [Bbox.from_bounds(x - 4, y - 4, 8, 8) for x, y in ax.transData.transform([(r.nfe, r.total_score)
                                                                                           for r in rows])]
@@ -179,6 +185,9 @@ def test_pareto_labels_do_not_overlap_where_schedules_cluster():
     clashes = [(a, b) for a in boxes for b in boxes if a < b and boxes[a].overlaps(boxes[b])]
     assert clashes == []
     assert [a for a in boxes if any(boxes[a].overlaps(m) for m in markers)] == []
+    assert leaders, "no label was moved off its point: the layout no longer tests leader lines"
+    assert [(a, b) for a, line in leaders.items() for b in boxes
+            if a != b and any(boxes[b].contains(x, y) for x, y in line)] == []
     assert all(frame.x0 <= b.x0 and b.x1 <= frame.x1 for b in boxes.values())
     assert page.x0 <= title_box.x0 and title_box.x1 <= page.x1
 
