@@ -28,7 +28,7 @@ def test_streaming_equals_block_causal(tiny_model, chunks):
 
 
 def test_streaming_equals_block_causal_with_1x1_patches():
-    """`patch_size` is a config knob (the README's finer-grid experiment): the KV cache must
+    """`patch_size` is a config knob (the finer-grid experiment in docs/experiments.md): the KV cache must
     follow its token count, 64 a frame here instead of 16."""
     torch.manual_seed(0)
     model = CausalWanModel(dataclasses.replace(TINY.model, patch_size=(1, 1, 1))).eval()
