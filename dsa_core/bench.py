@@ -397,13 +397,16 @@ def pareto_figure(rows: list[Row], title: str, references: dict[str, dict[str, f
         label.remove()
         return False
 
+    def place(text: str, candidates: list[dict], **style) -> None:
+        for leaders_may_cross in (False, True):
+            if any(fits(text, where, leaders_may_cross, **style) for where in candidates):
+                return
+        ax.annotate(text, textcoords="offset points", **candidates[0], **style)
+
     for name, ref in references.items():
         ends = [dict(xy=(x, ref["total_score"]), xytext=(dx, dy), ha=ha)
                 for x, dx, ha in ((0, 4, "left"), (1, -4, "right")) for dy in (-10, 3)]
-        if not any(fits(name, where, xycoords=("axes fraction", "data"), fontsize=7, color="tab:green")
-                   for where in ends):
-            ax.annotate(name, textcoords="offset points", xycoords=("axes fraction", "data"), **ends[0], fontsize=7,
-                        color="tab:green")
+        place(name, ends, xycoords=("axes fraction", "data"), fontsize=7, color="tab:green")
     lead = dict(arrowstyle="-", color="grey", lw=0.5, shrinkA=0, shrinkB=4)
     beside = [dict(xytext=(6, -3)), dict(xytext=(-6, -3), ha="right")]
     moved = [dict(xytext=(r * np.cos(a), r * np.sin(a)), arrowprops=lead,  # the label faces away from its point
@@ -414,11 +417,8 @@ def pareto_figure(rows: list[Row], title: str, references: dict[str, dict[str, f
     by_score = sorted(rows, key=lambda r: -r.total_score)
     unplaced = [r for r in by_score if not any(fits(r.schedule, dict(xy=(r.nfe, r.total_score), **where), fontsize=8)
                                                for where in beside)]
-    for r in unplaced:
-        xy = (r.nfe, r.total_score)
-        if not any(fits(r.schedule, dict(xy=xy, **where), may_cross, fontsize=8)
-                   for may_cross in (False, True) for where in moved):
-            ax.annotate(r.schedule, xy=xy, textcoords="offset points", **beside[0], fontsize=8)
+    for r in unplaced:  # its places beside the point are taken, and stay taken
+        place(r.schedule, [dict(xy=(r.nfe, r.total_score), **where) for where in beside + moved], fontsize=8)
     return fig
 
 
