@@ -28,6 +28,7 @@ TOY_MODEL = {"dim": 32, "num_heads": 2, "ffn_dim": 64, "num_layers": 2, "freq_di
 TOY = {
     # The long-clip phase starts at step 1, so the resumed step is a long-clip one.
     "vae": {"clip_frames": 5, "long_clip_frames": 9, "long_from_step": 1, "stats_clips": 4, "batch_size": 2},
+    "vae-decoder": {"clip_frames": 5, "long_clip_frames": 9, "long_from_step": 1, "warmup_steps": 1},
     "text": {"captions": 300, "heldout_captions": 20},
     # Eager here: compiling costs more than the toy steps (test_compiled_teacher_matches_eager).
     "teacher": {"dataset_clips": 4, "short_dataset_clips": 4, "long_from_step": 1, "compile": False},
@@ -55,7 +56,8 @@ def train(tmp_path, stage, resume=False, **extra):
 
 @pytest.mark.slow
 def test_every_stage_trains_and_resumes_exactly(tmp_path):
-    for stage in ("vae", "text", "teacher", "ode", "dmd", "asd", "diagonal", "confidence-head", "evalnet"):
+    stages = ("vae", "vae-decoder", "text", "teacher", "ode", "dmd", "asd", "diagonal", "confidence-head", "evalnet")
+    for stage in stages:
         uninterrupted = train(tmp_path, stage)
         assert [r["step"] for r in uninterrupted] == [0, 1]
         assert all(torch.isfinite(torch.tensor(v)) for r in uninterrupted for k, v in r.items())
@@ -110,7 +112,7 @@ def test_rollout_and_distance_options_train_and_resume_exactly(tmp_path):
     """DMD's `exit_per_chunk` (each chunk ends at its own drawn depth) and the head stage's
     `fixed_distance = false` (d at one random level per sample) draw from the step's own
     randomness, so a resumed run gives the uninterrupted run's next loss; out-of-place uses are refused."""
-    for stage in ("vae", "text", "teacher", "ode"):
+    for stage in ("vae", "vae-decoder", "text", "teacher", "ode"):
         train(tmp_path, stage)
     for stage, option in (("dmd", {"exit_per_chunk": True}), ("confidence-head", {"fixed_distance": False})):
         uninterrupted = train(tmp_path, stage, **option)
@@ -189,11 +191,30 @@ def test_resume_refuses_another_recipe_but_not_a_key_added_since(tmp_path):
 
 
 def test_stage_needs_its_predecessor(tmp_path):
-    with pytest.raises(FileNotFoundError, match="run `python -m dsa_core.train vae` first"):
-        train(tmp_path, "teacher")
+    for stage in ("vae-decoder", "teacher"):
+        with pytest.raises(FileNotFoundError, match="run `python -m dsa_core.train vae` first"):
+            train(tmp_path, stage)
     (tmp_path / "run" / "vae" / "final").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match="run `python -m dsa_core.train text` first"):
         train(tmp_path, "teacher")
+
+
+def test_decoder_stage_refines_the_decoder_alone(tmp_path):
+    """`vae-decoder` keeps the encoder (and so every latent later stages learned on) bit for bit,
+    with the latent statistics the DiT normalises by; it changes the decoder."""
+    train(tmp_path, "vae")
+    train(tmp_path, "vae-decoder", lr=1e-2)
+    before = tmp_path / "run" / "vae" / "final"
+    after = tmp_path / "run" / "vae-decoder" / "final"
+    old = load_file(str(before / "diffusion_pytorch_model.safetensors"))
+    new = load_file(str(after / "diffusion_pytorch_model.safetensors"))
+    assert set(old) == set(new)
+    frozen = [k for k in old if k.startswith(("encoder.", "quant_conv."))]
+    assert frozen and all(torch.equal(old[k], new[k]) for k in frozen)
+    assert all(not torch.equal(old[k], new[k]) for k in new if k.startswith("decoder.") and k.endswith("weight"))
+    old_config, new_config = (json.loads((f / "config.json").read_text()) for f in (before, after))
+    for key in ("latents_mean", "latents_std"):
+        assert new_config[key] == old_config[key]
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,12 @@
 """`python -m dsa_core.train <stage>`: the recipe that reproduces every weight of the tiny model.
 
-Stages, in order: `vae` → `text` (umT5 encoder pretrained to read captions into attribute
-slots) → `teacher` (bidirectional teacher, trained jointly with that encoder) → `ode`
-(CausVid init of the causal student) → `dmd` (Self-Forcing DMD + DSA confidence loss) →
-`confidence-head` (the DSA head alone refined on the frozen DMD student; for `--model
-wan-1.3b`, trained on the public Self-Forcing generator) → `evalnet` (the attribute
-classifier of `dsa_core.eval`) → `export` (assemble `weights/tiny` with its MANIFEST).
+Stages, in order: `vae` → `vae-decoder` (its decoder refined alone, the encoder frozen) →
+`text` (umT5 encoder pretrained to read captions into attribute slots) → `teacher`
+(bidirectional teacher, trained jointly with that encoder) → `ode` (CausVid init of the
+causal student) → `dmd` (Self-Forcing DMD + DSA confidence loss) → `confidence-head` (the DSA
+head alone refined on the frozen DMD student; for `--model wan-1.3b`, trained on the public
+Self-Forcing generator) → `evalnet` (the attribute classifier of `dsa_core.eval`) → `export`
+(assemble `weights/tiny` with its MANIFEST).
 `asd` and `diagonal` continue from `dmd`
 with the training recipes of FFE (adversarial self-distillation) and of diagonal denoising
 (diagonal forcing + motion matching).  Each stage resumes from its last
@@ -21,11 +22,12 @@ from .head import HeadStage
 from .ode import OdeStage
 from .teacher import TeacherStage
 from .text import TextStage
-from .vae import VaeStage
+from .vae import VaeDecoderStage, VaeStage
 
 STAGES: dict[str, type[Stage]] = {
     s.name: s
-    for s in (VaeStage, TextStage, TeacherStage, OdeStage, DmdStage, HeadStage, AsdStage, DiagonalStage, EvalnetStage)
+    for s in (VaeStage, VaeDecoderStage, TextStage, TeacherStage, OdeStage, DmdStage, HeadStage, AsdStage,
+              DiagonalStage, EvalnetStage)
 }
 
 __all__ = ["STAGES", "Stage"]

@@ -14,7 +14,7 @@ from .common import Stage, load_config
 from .dmd import DmdConfig
 
 # Then asd / diagonal, for the students they ship.
-RECIPE = ("vae", "text", "teacher", "ode", "dmd", "confidence-head", "evalnet")
+RECIPE = ("vae", "vae-decoder", "text", "teacher", "ode", "dmd", "confidence-head", "evalnet")
 # The students a weights folder may ship, by the stage that trains each, and their files.
 STUDENTS = {"dmd": "transformer.safetensors", "asd": "transformer_asd.safetensors",
             "diagonal": "transformer_diagonal.safetensors"}
@@ -44,7 +44,7 @@ def export(config: str | None, dest: str | None) -> Path:
         "confidence head": Stage.final_dir(cfg, "confidence-head") / "confidence_head.safetensors",
         "teacher": Stage.final_dir(cfg, "teacher") / "teacher.safetensors",
         "text_encoder": Stage.final_dir(cfg, "teacher") / "text_encoder",
-        "vae": Stage.final_dir(cfg, "vae"),
+        "vae": Stage.final_dir(cfg, "vae-decoder"),  # the `vae` stage's encoder, the refined decoder
         "evalnet": Stage.final_dir(cfg, "evalnet"),
     }
     for name, path in sources.items():
