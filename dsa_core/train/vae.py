@@ -65,10 +65,14 @@ class VaeStage(Stage):
     def __init__(self, cfg: VaeConfig, run) -> None:
         super().__init__(cfg, run)
         torch.manual_seed(cfg.seed)
-        self.vae = make_vae(self.preset.vae).train().to(run.device)
-        self.opt = torch.optim.AdamW(self.vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+        self.vae = self.build_vae().train().to(run.device)
+        trainable = [p for p in self.vae.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
         self.short = world_config(cfg.height, cfg.width, cfg.clip_frames)
         self.long = world_config(cfg.height, cfg.width, cfg.long_clip_frames)
+
+    def build_vae(self) -> AutoencoderKLWan:
+        return make_vae(self.preset.vae)
 
     def modules(self):
         return {"vae": self.vae}
@@ -134,19 +138,14 @@ class VaeDecoderStage(VaeStage):
     Config = VaeDecoderConfig
     trains_encoder = False
 
-    def __init__(self, cfg: VaeDecoderConfig, run) -> None:
-        Stage.__init__(self, cfg, run)
-        source = Stage.final_dir(cfg, "vae")
+    def build_vae(self) -> AutoencoderKLWan:
+        source = Stage.final_dir(self.cfg, "vae")
         if not source.is_dir():
             raise FileNotFoundError(f"{source} is missing: run `python -m dsa_core.train vae` first")
-        torch.manual_seed(cfg.seed)
-        self.vae = AutoencoderKLWan.from_pretrained(source, use_safetensors=True).train().to(run.device)
-        self.vae.encoder.requires_grad_(False)
-        self.vae.quant_conv.requires_grad_(False)
-        decoder = [p for p in self.vae.parameters() if p.requires_grad]
-        self.opt = torch.optim.AdamW(decoder, lr=cfg.lr, weight_decay=0.0)
-        self.short = world_config(cfg.height, cfg.width, cfg.clip_frames)
-        self.long = world_config(cfg.height, cfg.width, cfg.long_clip_frames)
+        vae = AutoencoderKLWan.from_pretrained(source, use_safetensors=True)
+        vae.encoder.requires_grad_(False)
+        vae.quant_conv.requires_grad_(False)
+        return vae
 
     @torch.no_grad()
     def export(self, folder: Path) -> None:
