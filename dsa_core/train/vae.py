@@ -99,14 +99,18 @@ class VaeStage(Stage):
 
     @torch.no_grad()
     def export(self, folder: Path) -> None:
-        """Save in diffusers' format with the latent statistics the DiT is trained on."""
+        """Save in diffusers' format with the latent statistics the DiT is trained on.
+
+        They are the encoder's: a stage that froze it keeps the ones it was loaded with."""
         self.vae.eval()
-        g = torch.Generator().manual_seed(12345)
-        world = world_config(self.cfg.height, self.cfg.width, self.cfg.num_frames)
-        zs = [self.vae.encode(pixel_batch(g, 4, world).to(self.run.device)).latent_dist.mode()
-              for _ in range(max(1, self.cfg.stats_clips // 4))]
-        z = torch.cat(zs).transpose(0, 1).flatten(1)  # [C, everything]
-        self.vae.register_to_config(latents_mean=z.mean(1).tolist(), latents_std=z.std(1).clamp_min(1e-3).tolist())
+        if self.trains_encoder:
+            g = torch.Generator().manual_seed(12345)
+            world = world_config(self.cfg.height, self.cfg.width, self.cfg.num_frames)
+            zs = [self.vae.encode(pixel_batch(g, 4, world).to(self.run.device)).latent_dist.mode()
+                  for _ in range(max(1, self.cfg.stats_clips // 4))]
+            z = torch.cat(zs).transpose(0, 1).flatten(1)  # [C, everything]
+            self.vae.register_to_config(latents_mean=z.mean(1).tolist(),
+                                        latents_std=z.std(1).clamp_min(1e-3).tolist())
         self.vae.save_pretrained(folder, safe_serialization=True)
         self.vae.train()
 
@@ -146,10 +150,3 @@ class VaeDecoderStage(VaeStage):
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
         return vae
-
-    @torch.no_grad()
-    def export(self, folder: Path) -> None:
-        """The `vae` stage's latent statistics stay: they are the frozen encoder's."""
-        self.vae.eval()
-        self.vae.save_pretrained(folder, safe_serialization=True)
-        self.vae.train()
