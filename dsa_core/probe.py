@@ -104,7 +104,7 @@ def markdown(reports: dict[str, dict]) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m dsa_core.probe", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
-    # 32: with 8 the shares swing with which motions the clips happen to have (README, Training).
+    # 32: with 8 the shares swing with which motions the clips happen to have (docs/experiments.md).
     ap.add_argument("--clips", type=int, default=32, help=f"held-out one-object clips (1..{MAX_CLIPS})")
     ap.add_argument("--teacher", type=Path, action="append", default=[], metavar="DIR",
                     help="also probe this teacher (teacher.safetensors and text_encoder/, as a teacher stage "

@@ -2,7 +2,7 @@
 # Trains several teacher configs side by side, sharing one VAE, one text encoder and one set of
 # latent caches.  Why side by side: a batch 16–128 teacher step is launch-bound on a GPU (about
 # 4400 small kernels for a few milliseconds of arithmetic), so one run leaves most of it idle;
-# four at once on an H200 took 72–81 ms a step each (README, Training, "A second GPU run").
+# four at once on an H200 took 72–81 ms a step each (docs/experiments.md, "A second GPU run").
 # Resumable: run it again after an interruption and every run continues from its last checkpoint.
 #
 # Usage: bash scripts/teachers_side_by_side.sh BASE CFG [CFG...]

@@ -29,7 +29,7 @@ from .teacher import add_random_noise, chunk_distance, flow_loss, guided_flow, l
 
 @dataclass
 class DmdConfig(StageConfig):
-    # 500 rather than 250: every benchmark row rose, on both worlds (README, Training: "A
+    # 500 rather than 250: every benchmark row rose, on both worlds (docs/training.md: "A
     # longer DMD stage"), though the adaptive row's gap to fixed 4 steps mostly did not close.
     steps: int = 500
     batch_size: int = 4

@@ -48,7 +48,7 @@ class TeacherConfig(StageConfig):
     short_latent_frames: int = 3
     # 211k 9-frame and 26k whole-clip views, each clip seen about 15 and 5 times: about the
     # views of the earlier recipe (batch 16, lr 2e-4, 12000 + 1500 steps) in a quarter of its
-    # updates at a 5× rate, which drew more on both worlds (README, Training: "A second GPU run").
+    # updates at a 5× rate, which drew more on both worlds (docs/experiments.md: "A second GPU run").
     short_dataset_clips: int = 14400
     dataset_clips: int = 4800
     batch_size: int = 64
@@ -56,7 +56,7 @@ class TeacherConfig(StageConfig):
     text_lr: float = 1e-3
     # Linear warmup over the run's first steps (0: none, the shipped recipe).  For a
     # large batch at a large rate, as on a GPU: the one-object GPU teacher that drew motion
-    # (README, Training: "Nine times the clip views") warmed up over 200 steps at batch 256, 2e-3.
+    # (docs/experiments.md: "Nine times the clip views") warmed up over 200 steps at batch 256, 2e-3.
     warmup_steps: int = 0
     # Each phase ends on its own cosine tail (see `set_lr`): the short one over its last 20%,
     # which brings the loss and the samples' blur down further than the constant rate; the
@@ -69,7 +69,7 @@ class TeacherConfig(StageConfig):
     # Weight of the flow loss on the latent cells objects cover (`data.object_cells`: a fifth
     # of a 9-frame clip's cells, a seventh of a whole clip's), relative to the rest.  Not in
     # the recipe: 4 and 10 made 9-frame teachers draw objects from noise more often, but 600
-    # whole-clip steps at 4 traded the full world's adherence for it (README, Training).
+    # whole-clip steps at 4 traded the full world's adherence for it (docs/experiments.md).
     # One weight per phase: the short phase is where the teacher first commits to objects
     # from noise, so it can be weighted there alone.
     short_object_weight: float = 1.0
@@ -78,19 +78,19 @@ class TeacherConfig(StageConfig):
     # (`WorldConfig.speed_frames`), so a 9-frame clip shows a slow piece of the motion; 0
     # rescales each world path to the clip's own length, so a 9-frame clip runs a whole 81-frame
     # path (objects smeared across a latent frame).  81 scored higher on both worlds' held-out
-    # prompts (one-object 48.6% against 44.4%, full world 32.3% against 31.6%: README, Training).
+    # prompts (one-object 48.6% against 44.4%, full world 32.3% against 31.6%: docs/experiments.md).
     short_speed_frames: int = 81
     # Weight of the attribute readout's loss (0: off).  A linear readout of the first
     # confidence tap's tokens (block 3 of 8; the paper's 13 of 30) predicts, per latent cell,
     # the colour, shape and motion of the object there (`data.attribute_cells`), at every noise
     # level; it is dropped at export.  Near pure noise only the caption can tell them, so the
     # loss asks the denoiser to read the shape and motion words and bind them to the place it
-    # is drawing an object, which the flow loss barely asks (README, Training: "Which caption
+    # is drawing an object, which the flow loss barely asks (docs/experiments.md: "Which caption
     # words the teacher reads").  Ours, after REPA's alignment of a DiT's mid-depth tokens to
     # a representation (Yu et al. 2024), with the world's own labels as that representation:
     # on one-object 9-frame clips it drew the object in 76% of windows instead of 36%, its
     # shape in 16% instead of 5% and its motion in 22% instead of 3%, at the same compute
-    # (README, Training: "An attribute readout").
+    # (docs/training.md: "An attribute readout").
     attribute_weight: float = 0.5
     # torch.compile the teacher's training forward: whole steps (text encoder, AdamW and EMAs
     # included) 1.25× faster on 9-frame clips and 1.15× on 81-frame ones on 2 CPU cores, for

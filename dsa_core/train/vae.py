@@ -10,7 +10,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from torch.nn import functional as F
 
-from ..vae import make_vae
+from ..vae import make_vae, use_fast_cpu_conv3d
 from .common import Stage, StageConfig, optimizer_step, set_lr
 from .data import pixel_batch, world_config
 
@@ -65,7 +65,9 @@ class VaeStage(Stage):
     def __init__(self, cfg: VaeConfig, run) -> None:
         super().__init__(cfg, run)
         torch.manual_seed(cfg.seed)
-        self.vae = self.build_vae().train().to(run.device)
+        # The whole-clip phase runs one clip a step, where PyTorch's CPU convolution would
+        # pick its slow kernel (see `use_fast_cpu_conv3d`).
+        self.vae = use_fast_cpu_conv3d(self.build_vae()).train().to(run.device)
         trainable = [p for p in self.vae.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
         self.short = world_config(cfg.height, cfg.width, cfg.clip_frames)
@@ -119,7 +121,7 @@ class VaeStage(Stage):
 class VaeDecoderConfig(VaeConfig):
     # The `vae` stage's decoder at batch 4 was under-trained: refined alone at batch 32 (one
     # GPU run of about 7 minutes), real clips' round trips keep objects' count and colours in
-    # 77% and 73% of full-world windows instead of 63% and 57% (README, "A refined decoder").
+    # 77% and 73% of full-world windows instead of 63% and 57% (docs/training.md, "A refined decoder").
     steps: int = 1840
     batch_size: int = 32
     lr: float = 5e-4
