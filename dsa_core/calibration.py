@@ -6,6 +6,11 @@ s = 1…4 steps (as the DSA training rollout does).  For every chunk, the teache
 video re-noised (`SamplingConfig.distance_raw_t`, fixed noise) — the quantity the confidence loss
 teaches the head to track.  A calibrated head gives high confidence where `d` is small:
 a strongly negative rank correlation.
+
+DSA's stopping rule compares a chunk with the chunk before it, so what it needs is the
+correlation *within* a video; the overall one also counts how videos differ from each other
+(a busy pattern against a plain colour), which a head can read without ranking one video's
+chunks at all.  The report gives both.
 """
 
 from __future__ import annotations
@@ -33,8 +38,15 @@ def load_teacher(folder: str | Path, pipe: StreamingPipeline) -> CausalWanModel:
     return teacher.to(pipe.device).eval().requires_grad_(False)
 
 
-def mean_by_step(values: list[float], step_of: list[int]) -> dict[int, float]:
-    return {s: sum(v for v, x in zip(values, step_of) if x == s) / step_of.count(s) for s in sorted(set(step_of))}
+def spearman_within_and_between(conf: torch.Tensor, dist: torch.Tensor) -> tuple[float, float]:
+    """For `conf` and `dist` [exit steps, videos, chunks]: the mean rank correlation across the
+    chunks of one video after its first (those the stopping rule judges against the chunk
+    before), and the rank correlation of the videos' mean confidence and mean distance."""
+    within = [spearmanr(c[1:], d[1:]).statistic for cs, ds in zip(conf.tolist(), dist.tolist())
+              for c, d in zip(cs, ds)]
+    within = [r for r in within if r == r]  # a video whose chunks all tie has no ranking (nan)
+    between = spearmanr(conf.mean(-1).flatten(), dist.mean(-1).flatten()).statistic
+    return float(sum(within) / len(within)) if within else float("nan"), float(between)
 
 
 @torch.inference_mode()
@@ -44,35 +56,36 @@ def calibration(pipe: StreamingPipeline, teacher: CausalWanModel, clips: int = 6
     cf = p.model.chunk_frames
     chunks = pipe.latent_frames(5.0) // cf
     full = sched.warp(p.sampling.raw_steps)
-    conf, dist, step_of = [], [], []
+    exits = range(1, len(full) + 1)
+    conf: dict[int, list[torch.Tensor]] = {s: [] for s in exits}  # per exit step: [videos, chunks] per batch
+    dist: dict[int, list[torch.Tensor]] = {s: [] for s in exits}
     for start in range(0, clips, batch):
         captions = [render_clip(heldout_seed(i)).caption for i in range(start, min(clips, start + batch))]
         b = len(captions)
         states = pipe.text_encoder.encode(captions).to(pipe.device)
         uncond = teacher.prepare_text(pipe.text_encoder.encode([""] * b).to(pipe.device))
         cond_t, cond_s = teacher.prepare_text(states), pipe.model.prepare_text(states)
-        for s in range(1, len(full) + 1):
+        for s in exits:
             rollout = Rollout(pipe.model, sched, Timesteps(full[:s]), p, seed=start, batch=b, device=pipe.device)
             results = [rollout.next_chunk(cond_s) for _ in range(chunks)]
             video = torch.cat([r.x0 for r in results], 2)
-            d = teacher_distance(video, teacher, cond_t, uncond, cfg_scale, sched, p.sampling.distance_raw_t, cf,
-                                 torch.Generator().manual_seed(99)).cpu()
-            c = torch.sigmoid(torch.cat([r.conf_logits for r in results], 1).float()).cpu()
-            conf += c.flatten().tolist()
-            dist += d.flatten().tolist()
-            step_of += [s] * c.numel()
-    per_step = {}
-    for s in sorted(set(step_of)):
-        sel = [i for i, x in enumerate(step_of) if x == s]
-        per_step[s] = float(spearmanr([conf[i] for i in sel], [dist[i] for i in sel]).statistic)
+            dist[s].append(teacher_distance(video, teacher, cond_t, uncond, cfg_scale, sched,
+                                            p.sampling.distance_raw_t, cf, torch.Generator().manual_seed(99)).cpu())
+            conf[s].append(torch.sigmoid(torch.cat([r.conf_logits for r in results], 1).float()).cpu())
+    c = torch.stack([torch.cat(conf[s]) for s in exits])  # [exit steps, videos, chunks]
+    d = torch.stack([torch.cat(dist[s]) for s in exits])
+    within, between = spearman_within_and_between(c, d)
     return {
-        "spearman": float(spearmanr(conf, dist).statistic),
-        "spearman_within_step": per_step,
-        "pairs": len(conf),
+        "spearman": float(spearmanr(c.flatten(), d.flatten()).statistic),
+        "spearman_within_step": {s: float(spearmanr(c[i].flatten(), d[i].flatten()).statistic)
+                                 for i, s in enumerate(exits)},
+        "spearman_within_video": within,
+        "spearman_between_videos": between,
+        "pairs": c.numel(),
         "clips": clips,
-        "mean_confidence_by_step": mean_by_step(conf, step_of),
+        "mean_confidence_by_step": {s: float(c[i].mean()) for i, s in enumerate(exits)},
         # The head's target: if d does not fall with the step, no head can make confidence rise.
-        "mean_distance_by_step": mean_by_step(dist, step_of),
+        "mean_distance_by_step": {s: float(d[i].mean()) for i, s in enumerate(exits)},
     }
 
 

@@ -42,6 +42,10 @@ def test_confidence_head_is_calibrated_on_64_heldout_clips(tiny_pipe):
     print(json.dumps(report, indent=2))
     assert report["pairs"] == 64 * 7 * 4
     assert report["spearman"] <= -0.5
+    # Most of that is how videos differ (-0.96 between videos' means, measured); inside one
+    # video, where the stopping rule compares chunks, the head still ranks them the right way
+    # round (-0.31 measured), if weakly.
+    assert report["spearman_between_videos"] <= -0.5 and report["spearman_within_video"] < -0.1
     # More steps bring a chunk closer to the teacher, and the head says so: the adaptive rule
     # compares a chunk's confidence after each step with a reference, so it needs both.
     d, c = report["mean_distance_by_step"], report["mean_confidence_by_step"]
