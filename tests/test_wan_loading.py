@@ -12,12 +12,15 @@ from contextlib import nullcontext
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from dsa_core.config import TINY, WAN_1_3B
 from dsa_core.model import CausalWanModel
 from dsa_core.schedules import SCHEDULES
 from dsa_core.text import make_tiny_text_encoder
+from dsa_core.train import head as head_stage
+from dsa_core.train.common import Run, run_stage
+from dsa_core.train.head import WAN_TEACHER_FILE, WAN_TEACHER_REPO, HeadConfig, HeadStage
 from dsa_core.vae import make_vae
 from dsa_core.weights import SELF_FORCING_FILE, SELF_FORCING_REPO, WAN_DIFFUSERS_REPO, load_wan, resolve_wan
 
@@ -114,3 +117,35 @@ def test_a_trained_head_file_makes_adaptive_real(hub, tmp_path):
     assert pipe.trained_head
     assert torch.equal(pipe.model.confidence_head.value, head["confidence_head.value"])
     assert pipe.generate("a red ball", "adaptive", seconds=1, seed=0).schedule.name == "adaptive"
+
+
+@pytest.mark.slow
+def test_confidence_head_stage_trains_a_head_for_the_self_forcing_generator(hub, tmp_path, monkeypatch):
+    """`python -m dsa_core.train confidence-head --model wan-1.3b` on the same artifacts plus a
+    Wan-AI teacher file: only the head learns, and it lands in its own run folder."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(head_stage, "WAN_1_3B", SMALL)
+    root = tmp_path / "hub"
+    shutil.copytree(hub[0], root)
+    torch.manual_seed(1)
+    teacher = CausalWanModel(SMALL.model).state_dict()  # Wan's names, no head, as Wan-AI publishes it
+    (root / WAN_TEACHER_REPO).mkdir(parents=True)
+    save_file({k: v for k, v in teacher.items() if not k.startswith("confidence_head.")},
+              str(root / WAN_TEACHER_REPO / WAN_TEACHER_FILE))
+    assert HeadConfig(base="wan-1.3b").out_dir == "runs/wan-1.3b"
+    cfg = HeadConfig(base="wan-1.3b", hub_dir=str(root), steps=2, batch_size=1, latent_frames=6, captions=20,
+                     lr=1e-2, out_dir=str(tmp_path / "run"))
+    cfg.validate()
+    stage = HeadStage(cfg, Run())
+    before = {k: v.clone() for k, v in stage.generator.state_dict().items()}
+    run_stage(stage, resume=False)
+    after = stage.generator.state_dict()
+    for k, v in before.items():
+        if not k.startswith("confidence_head."):
+            assert torch.equal(after[k], v), f"{k} changed: the generator must stay frozen"
+    exported = load_file(str(tmp_path / "run" / "confidence-head" / "final" / "confidence_head.safetensors"))
+    assert set(exported) == {k for k in before if k.startswith("confidence_head.")}
+    assert any(not torch.equal(exported[k], before[k]) for k in exported), "the head did not learn"
+    pipe = load_wan(SMALL, resolve_wan(root), torch.device("cpu"), torch.float32,
+                    head=tmp_path / "run" / "confidence-head" / "final" / "confidence_head.safetensors")
+    assert pipe.trained_head

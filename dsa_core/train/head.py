@@ -47,6 +47,11 @@ class HeadConfig(StageConfig):
     # σ, and at a random one it learnt a confidence that falls with the step while d falls.
     fixed_distance: bool = True
 
+    def __post_init__(self) -> None:
+        # A wan-1.3b head must not land in (or resume from) the tiny recipe's run folder.
+        if self.base != "tiny" and self.out_dir == StageConfig.out_dir:
+            self.out_dir = f"runs/{self.base}"
+
     def validate(self) -> None:
         super().validate()
         if self.base not in ("tiny", "wan-1.3b"):
