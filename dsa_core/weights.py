@@ -32,7 +32,10 @@ WAN_PARTS = ("text_encoder/*", "tokenizer/*", "vae/*")
 
 
 def default_weights_dir(name: str) -> Path:
-    return REPO_ROOT / "weights" / name
+    """`weights/<name>` of the source tree, or the copy an installed package carries."""
+    source = REPO_ROOT / "weights" / name
+    packaged = Path(__file__).resolve().parent / "_weights" / name
+    return packaged if not source.is_dir() and packaged.is_dir() else source
 
 
 def sha256(path: Path) -> str:
