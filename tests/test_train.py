@@ -716,3 +716,31 @@ def test_teachers_side_by_side_refuse_a_shared_out_dir_before_any_work(tmp_path)
     assert not (tmp_path / "a" / "teacher").exists()
     missing = side_by_side(tmp_path / "nothing", twice)
     assert missing.returncode == 2 and "vae/final is missing" in missing.stderr
+
+
+MAPPINGS = """
+import torch
+from dsa_core.train.common import keep_freed_memory
+
+def big_mappings():  # anonymous mappings of 64 MB or more, the heap aside (it grows in place)
+    spans = [line.split()[0].split("-") for line in open("/proc/self/maps") if "[heap]" not in line]
+    return {(a, b) for a, b in spans if int(b, 16) - int(a, 16) >= 2**26}
+
+before = big_mappings()
+x = torch.empty(2**24)
+print(len(big_mappings() - before))
+del x
+print(keep_freed_memory())
+before = big_mappings()
+x = torch.empty(2**24)
+print(len(big_mappings() - before))
+"""
+
+
+def test_training_keeps_freed_memory_instead_of_mapping_each_large_tensor():
+    """By default glibc maps a 64 MB tensor on its own (and unmaps it when freed, so the next
+    step faults its pages in again); after `keep_freed_memory` it comes from the reused heap."""
+    assert sys.platform.startswith("linux"), "this project's training hosts are Linux with glibc"
+    out = subprocess.run([sys.executable, "-c", MAPPINGS], capture_output=True, text=True, check=True,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.stdout.split() == ["1", "True", "0"], out.stdout

@@ -7,7 +7,7 @@ import dataclasses
 import sys
 
 from . import STAGES
-from .common import Run, load_config, run_stage
+from .common import Run, keep_freed_memory, load_config, run_stage
 from .export import export
 
 
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> int:
             if not hasattr(cfg, "base"):
                 raise ValueError("--model applies only to the confidence-head stage")
             cfg = dataclasses.replace(cfg, base=args.model)
+        keep_freed_memory()
         run_stage(stage_cls(cfg, Run.from_env()), resume=args.resume)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
