@@ -88,7 +88,7 @@ def keep_freed_memory() -> bool:
     glibc serves every block above 32 MB from a mapping of its own and unmaps it when freed, so
     a training step whose activations are that large (the `vae-decoder` stage's 32 clips a
     step) takes fresh pages for each of them, and a page fault for each page, at every step:
-    such a step took 1.7× as long (README, "Time on this CPU"), for the same numbers.  Peak
+    such a step took 1.8× as long (README, "Time on this CPU"), for the same numbers.  Peak
     memory grows by about a fifth.  Neither torch nor any library sets this (jemalloc would,
     but only preloaded before the process starts), hence `mallopt` by hand.  Returns whether
     it applied: not on other C libraries or systems.
