@@ -143,9 +143,9 @@ def test_confidence_head_stage_trains_a_head_for_the_self_forcing_generator(hub,
     for k, v in before.items():
         if not k.startswith("confidence_head."):
             assert torch.equal(after[k], v), f"{k} changed: the generator must stay frozen"
-    exported = load_file(str(tmp_path / "run" / "confidence-head" / "final" / "confidence_head.safetensors"))
+    head_file = tmp_path / "run" / "confidence-head" / "final" / "confidence_head.safetensors"
+    exported = load_file(str(head_file))
     assert set(exported) == {k for k in before if k.startswith("confidence_head.")}
     assert any(not torch.equal(exported[k], before[k]) for k in exported), "the head did not learn"
-    pipe = load_wan(SMALL, resolve_wan(root), torch.device("cpu"), torch.float32,
-                    head=tmp_path / "run" / "confidence-head" / "final" / "confidence_head.safetensors")
+    pipe = load_wan(SMALL, resolve_wan(root), torch.device("cpu"), torch.float32, head=head_file)
     assert pipe.trained_head

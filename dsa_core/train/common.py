@@ -97,8 +97,8 @@ def keep_freed_memory() -> bool:
     if not sys.platform.startswith("linux") or name is None:
         return False
     libc = ctypes.CDLL(name)
-    if not hasattr(libc, "mallopt") or not hasattr(libc, "gnu_get_libc_version"):
-        return False  # musl and others: their allocators are tuned otherwise
+    if not hasattr(libc, "gnu_get_libc_version"):
+        return False  # musl and others: no such knobs
     m_trim_threshold, m_mmap_max = -1, -4  # <malloc.h>
     return bool(libc.mallopt(m_mmap_max, 0)) and bool(libc.mallopt(m_trim_threshold, 2**31 - 1))
 
