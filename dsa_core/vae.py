@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 from diffusers import AutoencoderKLWan
-from diffusers.models.autoencoders.autoencoder_kl_wan import unpatchify
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm, unpatchify
 from diffusers.video_processor import VideoProcessor
 
 
@@ -29,18 +29,29 @@ def _mkldnn_conv3d(self: torch.nn.Conv3d, x: torch.Tensor, weight: torch.Tensor,
     return torch.nn.Conv3d._conv_forward(self, x, weight, bias)
 
 
-def use_fast_cpu_conv3d(vae: AutoencoderKLWan) -> AutoencoderKLWan:
-    """Route the VAE's 3-D convolutions through oneDNN on the CPU.
+def _rms_norm_channel_first(self: WanRMS_norm, x: torch.Tensor) -> torch.Tensor:
+    # `F.normalize(x, dim=1)`, as diffusers writes it, with the norm taken as a sum of squares.
+    xf = x.float()
+    norm = xf.square().sum(1, keepdim=True).sqrt().clamp_min(1e-12)
+    return (xf / norm).to(x.dtype) * self.scale * self.gamma + self.bias
+
+
+def use_fast_cpu_kernels(vae: AutoencoderKLWan) -> AutoencoderKLWan:
+    """Route the VAE's 3-D convolutions and channel norms to the CPU's fast kernels.
 
     PyTorch's CPU convolution picks its slow native kernel when batch·channels·frames·height
     ≤ 20480 (a heuristic tuned for 2-D images), which is every conv of a small VAE decoding
-    one video frame by frame; oneDNN computes the same result about 14× faster.  Nothing in
-    torch or diffusers exposes that choice, hence the per-module override.
+    one video frame by frame; oneDNN computes the same result about 14× faster.  And
+    `torch.linalg.vector_norm` over the channel dimension of a [B, C, T, H, W] tensor (each
+    `WanRMS_norm`) is 5-20× slower on the CPU than the same norm as a sum of squares: it was
+    half of a decoder's forward pass.  Nothing in torch or diffusers exposes either choice,
+    hence the per-module overrides; both compute the same values.
     """
-    if torch.backends.mkldnn.is_available():
-        for module in vae.modules():
-            if isinstance(module, torch.nn.Conv3d):
-                module._conv_forward = _mkldnn_conv3d.__get__(module)
+    for module in vae.modules():
+        if isinstance(module, torch.nn.Conv3d) and torch.backends.mkldnn.is_available():
+            module._conv_forward = _mkldnn_conv3d.__get__(module)
+        elif isinstance(module, WanRMS_norm) and module.channel_first:
+            module.forward = _rms_norm_channel_first.__get__(module)
     return vae
 
 
@@ -81,7 +92,7 @@ class StreamingDecoder:
     """
 
     def __init__(self, vae: AutoencoderKLWan) -> None:
-        self.vae = use_fast_cpu_conv3d(vae)
+        self.vae = use_fast_cpu_kernels(vae)
         self.reset()
 
     def reset(self) -> None:

@@ -1,6 +1,9 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
+from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm
 
 from dsa_core.config import TINY
 from dsa_core.vae import (
@@ -9,6 +12,7 @@ from dsa_core.vae import (
     latents_to_vae,
     make_vae,
     to_uint8_frames,
+    use_fast_cpu_kernels,
     vae_to_latents,
 )
 
@@ -58,6 +62,25 @@ def test_streamed_decode_matches_full_decode(name: str, sizes: list[int]) -> Non
     assert (out - reference).abs().max() <= 1e-5
     # Not a vacuous match: the random VAE's output is not saturated by the clamp.
     assert (out.abs() < 1).float().mean() > 0.5
+
+
+def test_fast_cpu_kernels_train_the_same() -> None:
+    """The overrides change kernels, not values: same reconstruction, same gradients."""
+    plain = _vae("tiny").train()
+    fast = use_fast_cpu_kernels(copy.deepcopy(plain))
+    norms = [m for m in fast.modules() if isinstance(m, WanRMS_norm)]
+    assert norms and all("forward" in vars(m) for m in norms)
+    x = torch.rand(2, 3, 9, 32, 32, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    losses = []
+    for vae in (plain, fast):
+        rec = vae.decode(vae.encode(x).latent_dist.mean).sample
+        loss = (rec - x).abs().mean()
+        loss.backward()
+        losses.append(loss.item())
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+    for (name, p), q in zip(plain.named_parameters(), fast.parameters()):
+        assert p.grad is not None and p.grad.abs().max() > 0, name
+        torch.testing.assert_close(q.grad, p.grad, rtol=1e-4, atol=1e-6, msg=name)
 
 
 def test_reset_starts_a_new_video() -> None:

@@ -28,7 +28,7 @@ from ..media import contact_sheet
 from ..model import CausalWanModel, ModelOutput
 from ..scheduler import FlowMatchScheduler
 from ..text import TextEncoder
-from ..vae import encode, latents_to_vae, to_uint8_frames
+from ..vae import encode, latents_to_vae, to_uint8_frames, use_fast_cpu_kernels
 from ..weights import MANIFEST, sha256, verify_manifest
 from ..world import WorldConfig, heldout_seed, render_clip, render_spec, sample_clip
 from .common import Stage, StageConfig, device_generator, ema_update, optimizer_step, set_lr, video_frames
@@ -321,7 +321,8 @@ def object_cell_errors(predict_x0, x0: torch.Tensor, x_empty: torch.Tensor, mask
 
 
 def load_vae(folder: Path, device: torch.device) -> AutoencoderKLWan:
-    return AutoencoderKLWan.from_pretrained(folder, use_safetensors=True).to(device).eval().requires_grad_(False)
+    vae = AutoencoderKLWan.from_pretrained(folder, use_safetensors=True)
+    return use_fast_cpu_kernels(vae).to(device).eval().requires_grad_(False)
 
 
 def load_teacher(cfg: StageConfig, preset, device) -> tuple[CausalWanModel, TextEncoder]:

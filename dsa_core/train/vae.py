@@ -10,7 +10,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from torch.nn import functional as F
 
-from ..vae import make_vae, use_fast_cpu_conv3d
+from ..vae import make_vae, use_fast_cpu_kernels
 from .common import Stage, StageConfig, optimizer_step, set_lr
 from .data import pixel_batch, world_config
 
@@ -66,8 +66,8 @@ class VaeStage(Stage):
         super().__init__(cfg, run)
         torch.manual_seed(cfg.seed)
         # The whole-clip phase runs one clip a step, where PyTorch's CPU convolution would
-        # pick its slow kernel (see `use_fast_cpu_conv3d`).
-        self.vae = use_fast_cpu_conv3d(self.build_vae()).train().to(run.device)
+        # pick its slow kernel, and every step normalises channels (see `use_fast_cpu_kernels`).
+        self.vae = use_fast_cpu_kernels(self.build_vae()).train().to(run.device)
         trainable = [p for p in self.vae.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=0.0)
         self.short = world_config(cfg.height, cfg.width, cfg.clip_frames)
