@@ -56,3 +56,9 @@ def test_an_installed_wheel_streams_the_tiny_model_without_the_source_tree(tmp_p
     module, weights_dir, chunks, shape = out.stdout.strip().splitlines()[-4:]
     assert Path(module).is_relative_to(site) and Path(weights_dir).is_relative_to(site)
     assert int(chunks) == 2 and shape == "(9, 64, 64, 3)"
+    # Exporting a trained model needs a target there: the installed copy's weights stay as shipped.
+    manifest = (Path(weights_dir) / "MANIFEST").read_bytes()
+    out = subprocess.run([sys.executable, "-m", "dsa_core.train", "export"], cwd=work, env=env,
+                         capture_output=True, text=True)
+    assert out.returncode == 2 and "export needs --dest DIR" in out.stderr, out.stderr[-2000:]
+    assert (Path(weights_dir) / "MANIFEST").read_bytes() == manifest

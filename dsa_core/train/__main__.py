@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stage", choices=[*STAGES, "export"], help="which stage to run")
     parser.add_argument("--config", help="JSON or TOML file overriding the stage's defaults")
     parser.add_argument("--resume", action="store_true", help="continue from the stage's last checkpoint")
-    parser.add_argument("--dest", default=None, help="export: target folder (default weights/tiny)")
+    parser.add_argument("--dest", default=None, help="export: target folder (default: weights/tiny of the source tree)")
     parser.add_argument("--model", choices=["tiny", "wan-1.3b"], help="confidence-head: whose generator")
     args = parser.parse_args(argv)
     try:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from safetensors.torch import load_file, save_file
 
-from ..weights import default_weights_dir, write_manifest
+from ..weights import REPO_ROOT, write_manifest
 from .common import Stage, load_config
 from .dmd import DmdConfig
 
@@ -33,12 +33,23 @@ def save_half(source: Path, target: Path, replace: Path | None = None) -> None:
     save_file({k: v.half().contiguous() for k, v in tensors.items()}, str(target))
 
 
+def default_export_dir() -> Path:
+    """`weights/tiny` of the source tree.  An installed package has none, and its own copy of
+    the weights is not the place for a new model (an upgrade would overwrite it, or the
+    shipped files would be lost), so there `--dest` is required."""
+    weights = REPO_ROOT / "weights"
+    if not weights.is_dir():
+        raise ValueError("export needs --dest DIR here: dsa_core runs from an installed package, which has no "
+                         "weights/ folder of a source tree to export into")
+    return weights / "tiny"
+
+
 def export(config: str | None, dest: str | None) -> Path:
     """Copy the students (EMA), VAE, text encoder, teacher and evaluation classifier into `dest`
     and hash them.  The DMD student, with the `confidence-head` stage's head, is required; the
     ASD and diagonal students ship when trained."""
     cfg = load_config(DmdConfig, config)
-    dest = Path(dest) if dest else default_weights_dir("tiny")
+    dest = Path(dest) if dest else default_export_dir()
     sources = {
         "student": Stage.final_dir(cfg, "dmd") / "student.safetensors",
         "confidence head": Stage.final_dir(cfg, "confidence-head") / "confidence_head.safetensors",
