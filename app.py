@@ -228,7 +228,6 @@ def compare(prompt, names, seconds, seed):
         raise gr.Error(f"choose 2 or 3 schedules to compare (chose {len(names or [])})")
     defaults = {"steps": None, "counts": None, "margin": None, "tol": None, "min_steps": None}
     views = [ChunkView(start(prompt, name, defaults, seconds, number(seed, "seed"))) for name in names]
-    outputs: list = [gr.skip()] * 13
     iterators = [iter(v.gen) for v in views]
     # Chunk by chunk, in turns: every schedule streams at once from the same noise.
     while any(it is not None for it in iterators):
@@ -239,8 +238,11 @@ def compare(prompt, names, seconds, seed):
             if e is None:
                 iterators[i] = None
                 continue
-            outputs[4 * i : 4 * i + 4] = views[i].add(e)
-            yield tuple(outputs)
+            # Only this column changes: a streaming video given its last segment again would
+            # append that segment to its player a second time.
+            update: list = [gr.skip()] * 13
+            update[4 * i : 4 * i + 4] = views[i].add(e)
+            yield tuple(update)
             if over_time(views[i].gen, e):
                 for v in views:  # each ends before its next chunk
                     v.gen.cancel()

@@ -58,10 +58,18 @@ def test_next_prompt_takes_effect_mid_stream(client):
 
 
 @pytest.mark.slow
-def test_compare_streams_schedules_side_by_side(client):
+def test_compare_streams_schedules_side_by_side(client, tiny_pipe):
     job = client.submit("a red ball", ["adaptive", "fixed", "diagonal"], 2, 1, api_name="/compare")
     updates = list(job)
-    assert len(updates) >= 2 * 3  # every schedule streams each of its chunks
+    events = list(tiny_pipe.generate("a red ball", "fixed", seconds=2, seed=1))
+    fps = tiny_pipe.preset.sampling.fps
+    for column in (0, 4, 8):
+        # Each player gets each chunk once: its playlist runs as long as the video.
+        playlists = [u[column] for u in updates if isinstance(u[column], str)]
+        assert len(playlists) == len(events)
+        lines = Path(playlists[-1]).read_text().splitlines()
+        played = sum(float(line.split(":")[1].rstrip(",")) for line in lines if line.startswith("#EXTINF"))
+        assert played == pytest.approx(sum(len(e.frames) for e in events) / fps, abs=0.01)
     rows = {r[0]: r for r in job.result()[12]["data"]}
     assert rows["fixed"][2] == 3 * 5 and rows["diagonal"][2] == 4 + 3 + 2  # NFE: 2 s = 3 chunks
     assert rows["fixed"][1] == "dmd"  # the student each schedule ran on
