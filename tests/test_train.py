@@ -218,6 +218,18 @@ def test_decoder_stage_refines_the_decoder_alone(tmp_path):
         assert new_config[key] == old_config[key]
 
 
+def test_cpu_decoder_config_keeps_the_recipe_shape():
+    """`configs/vae-decoder-cpu.json` (the recipe on this CPU alone, README) loads, and like the
+    default its cosine tail spans exactly the whole-clip phase, after its warmup."""
+    root = Path(__file__).resolve().parent.parent
+    default = STAGES["vae-decoder"].Config()
+    cpu = load_config(STAGES["vae-decoder"].Config, str(root / "configs" / "vae-decoder-cpu.json"))
+    for cfg in (default, cpu):
+        assert round(cfg.decay_fraction * cfg.steps) == cfg.steps - cfg.long_from_step
+        assert cfg.warmup_steps < cfg.long_from_step
+    assert cpu.batch_size * 4 == default.batch_size and cpu.steps < default.steps
+
+
 @pytest.mark.parametrize(
     "extra,match",
     [
