@@ -222,9 +222,9 @@ def teacher_videos(pipe: StreamingPipeline, teacher: CausalWanModel, text_encode
     """The bidirectional teacher's sample of each clip's caption over its whole training
     length (21 latent frames), seeded per clip, decoded; with `latents` and `start_sigma` < 1,
     from each clip's latents noised to that level instead of from pure noise."""
-    m, s = pipe.preset.model, pipe.preset.sampling
+    m = pipe.preset.model
     uncond = teacher.prepare_text(text_encoder.encode([""]).to(pipe.device))
-    shape = (1, m.in_dim, pipe.latent_frames(5.0), s.height // 8, s.width // 8)
+    shape = (1, m.in_dim, pipe.latent_frames(5.0), *pipe.preset.latent_size())
     out = []
     for i, c in enumerate(clips):
         cond = teacher.prepare_text(text_encoder.encode([c.caption]).to(pipe.device))
@@ -241,7 +241,7 @@ def head_flops_share(preset: Preset) -> float:
     Counted on the meta device, so it costs nothing even for the 1.3B model.
     """
     p = preset
-    h, w, cf = p.sampling.height // 8, p.sampling.width // 8, p.model.chunk_frames
+    (h, w), cf = p.latent_size(), p.model.chunk_frames
     with torch.device("meta"):
         model = CausalWanModel(p.model)
         tokens = cf * model.frame_tokens(h, w)
@@ -257,7 +257,7 @@ def head_flops_share(preset: Preset) -> float:
 def head_time_share(pipe: StreamingPipeline, repeats: int = 20) -> tuple[float, float]:
     """Measured time of the head alone and of a whole streaming forward of a chunk (ms)."""
     model, p = pipe.model, pipe.preset
-    h, w, cf = p.sampling.height // 8, p.sampling.width // 8, p.model.chunk_frames
+    (h, w), cf = p.latent_size(), p.model.chunk_frames
     x = torch.randn(1, p.model.in_dim, cf, h, w, device=pipe.device)
     t = torch.full((1, cf), 500.0, device=pipe.device)
     text = pipe.encode_prompt(render_clip(heldout_seed(0)).caption)

@@ -113,8 +113,6 @@ class SamplingConfig:
             )
         if not 0 <= self.sink_frames < self.window_frames:
             raise ValueError(f"sink_frames={self.sink_frames} must be in 0..{self.window_frames - 1}")
-        if self.height % 16 or self.width % 16:
-            raise ValueError(f"height={self.height}, width={self.width} must be multiples of 16")
 
 
 @dataclass(frozen=True)
@@ -185,9 +183,32 @@ class Preset:
     vae: dict[str, Any]
     text_encoder: dict[str, Any]
 
+    @property
+    def vae_scale(self) -> int:
+        """Pixels per latent cell along each side, from the VAE's architecture."""
+        return vae_spatial_scale(self.vae)
+
+    def latent_size(self) -> tuple[int, int]:
+        """(height, width) of a latent frame at the sampling resolution."""
+        s = self.vae_scale
+        return self.sampling.height // s, self.sampling.width // s
+
     def validate(self) -> None:
         self.model.validate()
         self.sampling.validate(self.model.chunk_frames)
+        cell = self.vae_scale * self.model.patch_size[1]
+        if self.sampling.height % cell or self.sampling.width % cell:
+            raise ValueError(
+                f"height={self.sampling.height}, width={self.sampling.width} must be multiples of {cell} "
+                f"(the VAE downsamples {self.vae_scale}×, the DiT patches {self.model.patch_size[1]}×)"
+            )
+
+
+def vae_spatial_scale(vae: dict[str, Any]) -> int:
+    """How many pixels one latent cell spans along each side for `AutoencoderKLWan` keyword
+    arguments: each stage after the first halves the frame, and a `patch_size` (Wan2.2's VAE)
+    folds pixels before the first.  The defaults are diffusers', Wan2.1's VAE (8×)."""
+    return 2 ** (len(vae.get("dim_mult", (1, 2, 4, 4))) - 1) * (vae.get("patch_size") or 1)
 
 
 WAN_1_3B = Preset(

@@ -117,13 +117,14 @@ class Rollout:
     ) -> None:
         s, cf = preset.sampling, preset.model.chunk_frames
         self.model, self.scheduler, self.schedule, self.grad = model, scheduler, schedule, grad
-        self.shape = (batch, preset.model.in_dim, cf, s.height // 8, s.width // 8)
+        h, w = preset.latent_size()
+        self.shape = (batch, preset.model.in_dim, cf, h, w)
         self.device, self.dtype = torch.device(device), dtype
         if isinstance(seed, torch.Generator):  # training: derive both streams from the step's generator
             seed = int(torch.randint(0, 2**62, (1,), generator=seed))
         self.noise_gen = torch.Generator().manual_seed(seed)
         self.renoise_gen = torch.Generator().manual_seed((seed * 2654435761 + 1) % 2**63)
-        self.cache = model.new_cache(s.height // 8, s.width // 8, s.window_frames, s.sink_frames)
+        self.cache = model.new_cache(h, w, s.window_frames, s.sink_frames)
         self.chunk = 0
         schedule.reset()
 

@@ -17,10 +17,26 @@ from diffusers import AutoencoderKLWan
 from diffusers.models.autoencoders.autoencoder_kl_wan import WanRMS_norm, unpatchify
 from diffusers.video_processor import VideoProcessor
 
+from .config import Preset, vae_spatial_scale
+
 
 def make_vae(config: dict[str, Any]) -> AutoencoderKLWan:
-    """A randomly initialised VAE from `AutoencoderKLWan` keyword arguments, in eval mode."""
-    return AutoencoderKLWan(**config).eval()
+    """A randomly initialised VAE from `AutoencoderKLWan` keyword arguments, in eval mode.
+
+    Its config records the spatial scale its architecture has: diffusers records 8× whatever
+    the stages, and the latent cells the teacher's readout marks are read from there."""
+    return AutoencoderKLWan(**{**config, "scale_factor_spatial": vae_spatial_scale(config)}).eval()
+
+
+def check_latent_grid(vae: AutoencoderKLWan, preset: Preset, source: object) -> None:
+    """Refuse a VAE whose latent cells are not the ones `preset` computes its shapes with
+    (`Preset.latent_size`): the transformer would be handed latents of the wrong size."""
+    scale = vae_spatial_scale(dict(vae.config))
+    if scale != preset.vae_scale:
+        raise ValueError(
+            f"{source}: this VAE downsamples frames {scale}× (dim_mult={list(vae.config.dim_mult)}), but preset "
+            f"{preset.name!r} computes its latents at {preset.vae_scale}× (its `vae` settings in dsa_core/config.py)"
+        )
 
 
 def _mkldnn_conv3d(self: torch.nn.Conv3d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
@@ -76,7 +92,7 @@ def latents_to_vae(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor
 
 @torch.no_grad()
 def encode(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
-    """Video [B, 3, 1+4k, H, W] in [-1, 1] → model latents [B, z_dim, 1+k, H/8, W/8].
+    """Video [B, 3, 1+4k, H, W] in [-1, 1] → model latents [B, z_dim, 1+k, H/s, W/s] (s: `Preset.vae_scale`).
 
     Uses the posterior mode (no sampling), so encoding is deterministic.
     """

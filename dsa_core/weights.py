@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from .config import Preset, get_preset
 from .model import CausalWanModel
 from .text import TextEncoder, make_tiny_text_encoder
-from .vae import make_vae
+from .vae import check_latent_grid, make_vae
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = "MANIFEST"
@@ -199,6 +199,7 @@ def load_wan(preset: Preset, source: WanSource, device: torch.device, dtype: tor
     if not vae_dir.is_dir():
         raise FileNotFoundError(f"{vae_dir} is missing (expected {WAN_DIFFUSERS_REPO}/vae)")
     vae = AutoencoderKLWan.from_pretrained(vae_dir, torch_dtype=torch.float32)
+    check_latent_grid(vae, preset, vae_dir)
     text = TextEncoder.from_pretrained(source.diffusers, text_len=preset.model.text_len,
                                        dtype=dtype if device.type == "cuda" else torch.float32,
                                        local_files_only=True)
@@ -265,6 +266,7 @@ def load_components(
         from diffusers import AutoencoderKLWan
 
         vae = AutoencoderKLWan.from_pretrained(folder / "vae", use_safetensors=True)
+        check_latent_grid(vae, preset, folder / "vae")
         text = TextEncoder.from_pretrained(
             folder / "text_encoder", text_len=preset.model.text_len, dtype=torch.float32, local_files_only=True
         )

@@ -236,7 +236,8 @@ def test_cpu_decoder_config_keeps_the_recipe_shape():
         ({"hieght": 64}, "config key 'hieght' is unknown"),
         ({"steps": "ten"}, "config key 'steps' must be of type int"),
         ({"lr": True}, "config key 'lr' must be of type float"),
-        ({"height": 40}, "height=40, width=32: each must be a multiple of 16"),
+        ({"height": 40}, "height=40, width=32 must be multiples of 16 \\(the VAE downsamples 8×"),
+        ({"height": 16}, "height=16, width=32: each must be at least 32"),
         ({"latent_frames": 7}, "latent_frames=7 must be a positive multiple of chunk_frames=3"),
         ({"model": {"dims": 3}}, "model.dims is not a ModelConfig field"),
         ({"model": {**TOY_MODEL, "num_heads": 5}}, "dim=32 must be divisible by num_heads=5"),
@@ -425,10 +426,10 @@ def test_object_probe_marks_the_cells_the_training_caches_mark():
     x0, x_empty, mask, captions = object_probe_clips(make_vae(TINY.vae), world, 3)
     assert mask.shape == (3, 1, *x0.shape[2:]) and x_empty.shape == x0.shape and len(captions) == 3
     specs = [sample_clip(heldout_seed(i), world) for i in range(3)]
-    assert torch.equal(mask.bool()[:, 0], torch.from_numpy(np.stack([object_cells(s, 8) for s in specs])))
+    assert torch.equal(mask.bool()[:, 0], torch.from_numpy(np.stack([object_cells(s, TINY.vae_scale) for s in specs])))
     for spec, m in zip(specs, mask[:, 0].bool().numpy()):  # every pixel frame's objects are inside the mask
         for f in range(13):
-            assert not ((object_map(spec, f, 8) >= 0) & ~m[(f + 3) // 4]).any()
+            assert not ((object_map(spec, f, TINY.vae_scale) >= 0) & ~m[(f + 3) // 4]).any()
     assert 0 < float(mask.mean()) < 1
 
 
@@ -442,21 +443,22 @@ def test_latent_cache_is_the_same_whatever_the_worker_count(tmp_path):
     torch.manual_seed(0)
     vae = make_vae(TINY.vae)
     world = world_config(32, 32, 5)
+    side = 32 // TINY.vae_scale  # latent cells along each side
     for workers in (1, 2):
         LatentCache.build(tmp_path / f"{workers}.pt", vae, 11, world, workers=workers)  # 11: a partial last batch
     one, two = LatentCache.load(tmp_path / "1.pt"), LatentCache.load(tmp_path / "2.pt")
     assert one.captions == two.captions == [render_clip(train_seed(i), world).caption for i in range(11)]
-    assert torch.equal(one.latents, two.latents) and one.latents.shape == (11, 16, 2, 4, 4)
+    assert torch.equal(one.latents, two.latents) and one.latents.shape == (11, 16, 2, side, side)
     clip = to_video_tensor([render_clip(train_seed(10), world).frames])
     # Encoded in a batch of three there and alone here: batch-size-dependent CPU kernels may
     # round the float16 latents one last bit apart (seen on an AMD EPYC host), no more.
     torch.testing.assert_close(one.latents[10:].float(), encode(vae, clip).half().float(), rtol=2e-3, atol=1e-4)
-    assert torch.equal(one.objects, two.objects) and one.objects.shape == (11, 1, 2, 4, 4)
+    assert torch.equal(one.objects, two.objects) and one.objects.shape == (11, 1, 2, side, side)
     assert one.objects.any() and not one.objects.all()
     x0, captions, objects, attributes = one.batch(torch.Generator().manual_seed(0), 3)
     index = [one.captions.index(c) for c in captions]  # the batch's cells belong to its clips
     assert torch.equal(objects, one.objects[index]) and torch.equal(x0, one.latents[index].float())
-    assert torch.equal(one.attributes, two.attributes) and one.attributes.shape == (11, 3, 2, 4, 4)
+    assert torch.equal(one.attributes, two.attributes) and one.attributes.shape == (11, 3, 2, side, side)
     assert torch.equal(attributes, one.attributes[index].long())
     # A cell named by an attribute shows an object: the middle frame's cells lie inside the union's.
     assert not ((one.attributes[:, 0] > 0) & ~one.objects[:, 0]).any() and (one.attributes > 0).any()

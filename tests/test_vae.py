@@ -130,3 +130,30 @@ def test_to_uint8_frames() -> None:
     assert frames.shape == (5, 4, 6, 3) and frames.dtype == np.uint8
     assert (frames[..., 0] == 128).all() and (frames[..., 1:] == 255).all()
     assert (to_uint8_frames(video) == 0).all()
+
+
+def test_latent_grid_follows_the_vae_architecture() -> None:
+    """A VAE that downsamples 4× (one stage fewer) streams the same 64×64 video from a 16×16
+    latent grid: every latent shape comes from the preset's VAE, none assumes 8×; a VAE whose
+    grid is not the preset's is refused by name."""
+    from dataclasses import replace
+
+    from dsa_core.model import CausalWanModel
+    from dsa_core.pipeline import StreamingPipeline
+    from dsa_core.text import make_tiny_text_encoder
+    from dsa_core.vae import check_latent_grid
+
+    fine = replace(TINY, vae=dict(TINY.vae, dim_mult=[1, 2, 2], temperal_downsample=[True, True]))
+    assert (TINY.vae_scale, fine.vae_scale) == (8, 4) and fine.latent_size() == (16, 16)
+    torch.manual_seed(0)
+    vae = make_vae(fine.vae)
+    assert vae.config.scale_factor_spatial == 4
+    pipe = StreamingPipeline(fine, CausalWanModel(fine.model).eval(), vae,
+                             make_tiny_text_encoder(fine.text_encoder, fine.model.text_len))
+    events = list(pipe.generate("a red ball moves left", "fixed", seconds=1, seed=0, steps=1))
+    assert events[0].latents.shape == (1, 16, 3, 16, 16)
+    assert np.concatenate([e.frames for e in events]).shape[1:] == (64, 64, 3)
+    with pytest.raises(ValueError, match=r"downsamples frames 8× .* but preset 'tiny' computes its latents at 4×"):
+        check_latent_grid(make_vae(TINY.vae), fine, "weights/x")
+    with pytest.raises(ValueError, match=r"height=68, width=64 must be multiples of 8 \(the VAE downsamples 4×"):
+        replace(fine, sampling=replace(fine.sampling, height=68)).validate()

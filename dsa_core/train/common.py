@@ -53,13 +53,12 @@ class StageConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"lr={self.lr} must be a positive number")
-        if self.height % 16 or self.width % 16 or self.height < 32 or self.width < 32:
+        if self.height < 32 or self.width < 32:
             raise ValueError(
-                f"height={self.height}, width={self.width}: each must be a multiple of 16 and at least 32 "
-                "(the VAE downsamples 8×, the DiT patches 2×)"
+                f"height={self.height}, width={self.width}: each must be at least 32 (the smallest world frame)"
             )
         self.check_latent_frames("latent_frames")
-        self.preset().validate()
+        self.preset().validate()  # the frame must also be whole latent patches
 
     def check_latent_frames(self, name: str) -> None:
         """A clip length in latent frames must be whole chunks."""

@@ -82,7 +82,7 @@ class OdeStage(Stage):
         g = torch.Generator().manual_seed(cfg.seed + 777)
         uncond = teacher.prepare_text(text.encode([""]))
         partial = path.with_name(path.name + ".partial")
-        shape = (p.model.in_dim, cfg.latent_frames, cfg.height // 8, cfg.width // 8)
+        shape = (p.model.in_dim, cfg.latent_frames, *p.latent_size())
         batch = 8
         starts = range(0, cfg.trajectories, batch)
         for n, i in enumerate(tqdm(starts, desc="teacher ODE trajectories")):

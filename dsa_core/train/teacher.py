@@ -24,11 +24,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn import functional as F
 
+from ..config import Preset
 from ..media import contact_sheet
 from ..model import CausalWanModel, ModelOutput
 from ..scheduler import FlowMatchScheduler
 from ..text import TextEncoder
-from ..vae import encode, latents_to_vae, to_uint8_frames, use_fast_cpu_kernels
+from ..vae import check_latent_grid, encode, latents_to_vae, to_uint8_frames, use_fast_cpu_kernels
 from ..weights import MANIFEST, sha256, verify_manifest
 from ..world import WorldConfig, heldout_seed, render_clip, render_spec, sample_clip
 from .common import Stage, StageConfig, device_generator, ema_update, optimizer_step, set_lr, video_frames
@@ -320,8 +321,9 @@ def object_cell_errors(predict_x0, x0: torch.Tensor, x_empty: torch.Tensor, mask
     return out
 
 
-def load_vae(folder: Path, device: torch.device) -> AutoencoderKLWan:
+def load_vae(folder: Path, preset: Preset, device: torch.device) -> AutoencoderKLWan:
     vae = AutoencoderKLWan.from_pretrained(folder, use_safetensors=True)
+    check_latent_grid(vae, preset, folder)
     return use_fast_cpu_kernels(vae).to(device).eval().requires_grad_(False)
 
 
@@ -400,7 +402,7 @@ class TeacherStage(Stage):
                  for k, (n, w) in phases.items()}
         missing = [k for k, path in paths.items() if not path.is_file()]
         if run.main and missing:
-            vae = load_vae(vae_dir, run.device)
+            vae = load_vae(vae_dir, self.preset, run.device)
             for key in missing:
                 LatentCache.build(paths[key], vae, *phases[key])
         run.barrier()
@@ -446,7 +448,7 @@ class TeacherStage(Stage):
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, str(folder / "teacher.safetensors"))
         self.text_ema.save_pretrained(folder / "text_encoder")
-        vae = load_vae(Stage.final_dir(self.cfg, "vae"), self.run.device)
+        vae = load_vae(Stage.final_dir(self.cfg, "vae"), self.preset, self.run.device)
         self.preview(vae, self.folder / "samples.png")
         self.object_probe(vae, self.folder / "object_errors.json")
         self.caption_probe(vae, self.folder / "caption_probe.json")
@@ -465,7 +467,7 @@ class TeacherStage(Stage):
         world = world_config(self.cfg.height, self.cfg.width, self.cfg.num_frames)
         g = torch.Generator().manual_seed(self.cfg.seed)
         uncond = self.ema.prepare_text(self.text_ema.encode([""]).to(device))
-        shape = (1, self.preset.model.in_dim, self.cfg.latent_frames, self.cfg.height // 8, self.cfg.width // 8)
+        shape = (1, self.preset.model.in_dim, self.cfg.latent_frames, *self.preset.latent_size())
         rows = []
         for i in range(clips):
             clip = render_clip(heldout_seed(i), world)
