@@ -9,6 +9,7 @@ decode, and several decoders may share one VAE.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,14 @@ def make_vae(config: dict[str, Any]) -> AutoencoderKLWan:
     Its config records the spatial scale its architecture has: diffusers records 8× whatever
     the stages, and the latent cells the teacher's readout marks are read from there."""
     return AutoencoderKLWan(**{**config, "scale_factor_spatial": vae_spatial_scale(config)}).eval()
+
+
+def load_vae(folder: Path, preset: Preset, **kwargs: Any) -> AutoencoderKLWan:
+    """`AutoencoderKLWan.from_pretrained(folder, **kwargs)`, refused unless its latent grid is
+    the one `preset` computes its shapes with."""
+    vae = AutoencoderKLWan.from_pretrained(folder, **kwargs)
+    check_latent_grid(vae, preset, folder)
+    return vae
 
 
 def check_latent_grid(vae: AutoencoderKLWan, preset: Preset, source: object) -> None:

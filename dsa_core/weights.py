@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from .config import Preset, get_preset
 from .model import CausalWanModel
 from .text import TextEncoder, make_tiny_text_encoder
-from .vae import check_latent_grid, make_vae
+from .vae import load_vae, make_vae
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = "MANIFEST"
@@ -186,7 +186,6 @@ def load_wan(preset: Preset, source: WanSource, device: torch.device, dtype: tor
     `head`: a `confidence_head.safetensors` from `python -m dsa_core.train confidence-head
     --model wan-1.3b` (default: `weights/wan-1.3b/` when it exists) makes `adaptive` real.
     """
-    from diffusers import AutoencoderKLWan
 
     from .pipeline import StreamingPipeline
 
@@ -198,8 +197,7 @@ def load_wan(preset: Preset, source: WanSource, device: torch.device, dtype: tor
     vae_dir = source.diffusers / "vae"
     if not vae_dir.is_dir():
         raise FileNotFoundError(f"{vae_dir} is missing (expected {WAN_DIFFUSERS_REPO}/vae)")
-    vae = AutoencoderKLWan.from_pretrained(vae_dir, torch_dtype=torch.float32)
-    check_latent_grid(vae, preset, vae_dir)
+    vae = load_vae(vae_dir, preset, torch_dtype=torch.float32)
     text = TextEncoder.from_pretrained(source.diffusers, text_len=preset.model.text_len,
                                        dtype=dtype if device.type == "cuda" else torch.float32,
                                        local_files_only=True)
@@ -263,10 +261,7 @@ def load_components(
         if student not in students:
             raise ValueError(f"student={student!r} is not shipped in {folder}; allowed: {', '.join(students)}")
         model = load_transformer(preset, folder / students[student])
-        from diffusers import AutoencoderKLWan
-
-        vae = AutoencoderKLWan.from_pretrained(folder / "vae", use_safetensors=True)
-        check_latent_grid(vae, preset, folder / "vae")
+        vae = load_vae(folder / "vae", preset, use_safetensors=True)
         text = TextEncoder.from_pretrained(
             folder / "text_encoder", text_len=preset.model.text_len, dtype=torch.float32, local_files_only=True
         )

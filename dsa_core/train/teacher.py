@@ -29,7 +29,7 @@ from ..media import contact_sheet
 from ..model import CausalWanModel, ModelOutput
 from ..scheduler import FlowMatchScheduler
 from ..text import TextEncoder
-from ..vae import check_latent_grid, encode, latents_to_vae, to_uint8_frames, use_fast_cpu_kernels
+from ..vae import encode, latents_to_vae, load_vae, to_uint8_frames, use_fast_cpu_kernels
 from ..weights import MANIFEST, sha256, verify_manifest
 from ..world import WorldConfig, heldout_seed, render_clip, render_spec, sample_clip
 from .common import Stage, StageConfig, device_generator, ema_update, optimizer_step, set_lr, video_frames
@@ -321,9 +321,8 @@ def object_cell_errors(predict_x0, x0: torch.Tensor, x_empty: torch.Tensor, mask
     return out
 
 
-def load_vae(folder: Path, preset: Preset, device: torch.device) -> AutoencoderKLWan:
-    vae = AutoencoderKLWan.from_pretrained(folder, use_safetensors=True)
-    check_latent_grid(vae, preset, folder)
+def frozen_vae(folder: Path, preset: Preset, device: torch.device) -> AutoencoderKLWan:
+    vae = load_vae(folder, preset, use_safetensors=True)
     return use_fast_cpu_kernels(vae).to(device).eval().requires_grad_(False)
 
 
@@ -402,7 +401,7 @@ class TeacherStage(Stage):
                  for k, (n, w) in phases.items()}
         missing = [k for k, path in paths.items() if not path.is_file()]
         if run.main and missing:
-            vae = load_vae(vae_dir, self.preset, run.device)
+            vae = frozen_vae(vae_dir, self.preset, run.device)
             for key in missing:
                 LatentCache.build(paths[key], vae, *phases[key])
         run.barrier()
@@ -448,7 +447,7 @@ class TeacherStage(Stage):
         folder.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in self.ema.state_dict().items()}, str(folder / "teacher.safetensors"))
         self.text_ema.save_pretrained(folder / "text_encoder")
-        vae = load_vae(Stage.final_dir(self.cfg, "vae"), self.preset, self.run.device)
+        vae = frozen_vae(Stage.final_dir(self.cfg, "vae"), self.preset, self.run.device)
         self.preview(vae, self.folder / "samples.png")
         self.object_probe(vae, self.folder / "object_errors.json")
         self.caption_probe(vae, self.folder / "caption_probe.json")

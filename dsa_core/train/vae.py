@@ -10,7 +10,7 @@ import torch
 from diffusers import AutoencoderKLWan
 from torch.nn import functional as F
 
-from ..vae import check_latent_grid, make_vae, use_fast_cpu_kernels
+from ..vae import load_vae, make_vae, use_fast_cpu_kernels
 from .common import Stage, StageConfig, optimizer_step, set_lr
 from .data import pixel_batch, world_config
 
@@ -148,8 +148,7 @@ class VaeDecoderStage(VaeStage):
         source = Stage.final_dir(self.cfg, "vae")
         if not source.is_dir():
             raise FileNotFoundError(f"{source} is missing: run `python -m dsa_core.train vae` first")
-        vae = AutoencoderKLWan.from_pretrained(source, use_safetensors=True)
-        check_latent_grid(vae, self.preset, source)
+        vae = load_vae(source, self.preset, use_safetensors=True)
         vae.encoder.requires_grad_(False)
         vae.quant_conv.requires_grad_(False)
         return vae
