@@ -218,6 +218,25 @@ def test_decoder_stage_refines_the_decoder_alone(tmp_path):
         assert new_config[key] == old_config[key]
 
 
+def test_a_chain_trains_on_the_vae_its_config_names(tmp_path):
+    """A config's `vae` overrides (AutoencoderKLWan arguments) reach every stage: the `vae`
+    stage builds and exports that architecture, and a later stage given other settings refuses
+    its folder by name instead of handing the DiT latents of the wrong size."""
+    fine = {"dim_mult": [1, 2, 2], "temperal_downsample": [True, True]}
+    train(tmp_path, "vae", vae=fine)
+    cfg = load_config(STAGES["vae"].Config, toy_config(tmp_path, "vae", vae=fine))
+    assert cfg.preset().vae_scale == 4 and cfg.preset().latent_size() == (8, 8)
+    exported = json.loads((tmp_path / "run" / "vae" / "final" / "config.json").read_text())
+    assert exported["dim_mult"] == [1, 2, 2] and exported["scale_factor_spatial"] == 4
+    with pytest.raises(ValueError, match="downsamples frames 4×.*computes its latents at 8×"):
+        train(tmp_path, "vae-decoder")
+    train(tmp_path, "vae-decoder", vae=fine)
+    # JSON has no tuples: a listed patch size is the tuple the model and the checks compare.
+    patched = toy_config(tmp_path, "vae", model={**TOY_MODEL, "patch_size": [1, 4, 4]})
+    patched = load_config(STAGES["vae"].Config, patched)
+    assert patched.preset().model.patch_size == (1, 4, 4)
+
+
 def test_cpu_decoder_config_keeps_the_recipe_shape():
     """`configs/vae-decoder-cpu.json` (the recipe on this CPU alone, README) loads, and like the
     default its cosine tail spans exactly the whole-clip phase, after its warmup."""
@@ -240,6 +259,9 @@ def test_cpu_decoder_config_keeps_the_recipe_shape():
         ({"height": 16}, "height=16, width=32: each must be at least 32"),
         ({"latent_frames": 7}, "latent_frames=7 must be a positive multiple of chunk_frames=3"),
         ({"model": {"dims": 3}}, "model.dims is not a ModelConfig field"),
+        ({"vae": {"dim_mults": [1, 2]}}, "vae.dim_mults is not an AutoencoderKLWan argument"),
+        ({"vae": {"dim_mult": [1, 2, 2], "temperal_downsample": [True, True]}, "height": 36},
+         "height=36, width=32 must be multiples of 8 \\(the VAE downsamples 4×"),
         ({"model": {**TOY_MODEL, "num_heads": 5}}, "dim=32 must be divisible by num_heads=5"),
         ({"clip_frames": 6}, "clip_frames=6 must be 1 \\+ 4k"),
         ({"long_clip_frames": 3}, "long_clip_frames=3 must be 1 \\+ 4k"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -24,6 +25,7 @@ from typing import Any, ClassVar
 import tomllib
 import torch
 import torch.distributed as dist
+from diffusers import AutoencoderKLWan
 from torch import nn
 from tqdm import tqdm
 
@@ -46,6 +48,10 @@ class StageConfig:
     latent_frames: int = 21
     # Overrides of the tiny preset's ModelConfig fields (toy configs in the tests use this).
     model: dict = field(default_factory=dict)
+    # Overrides of the tiny preset's VAE (`AutoencoderKLWan` keyword arguments): another
+    # architecture to train the whole chain with (configs/tiny-vae4x.json).  Every stage of
+    # one chain must be given the same, as the same `model`.
+    vae: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "ckpt_every", "log_every"):
@@ -67,14 +73,23 @@ class StageConfig:
             raise ValueError(f"{name}={n} must be a positive multiple of chunk_frames={cf}")
 
     def preset(self) -> Preset:
-        """The tiny preset with this config's resolution and model overrides."""
+        """The tiny preset with this config's resolution, model and VAE overrides."""
         known = {f.name for f in dataclasses.fields(ModelConfig)}
         unknown = sorted(set(self.model) - known)
         if unknown:
             raise ValueError(f"model.{unknown[0]} is not a ModelConfig field; allowed: {', '.join(sorted(known))}")
-        model = dataclasses.replace(TINY.model, **self.model)
+        vae_known = set(inspect.signature(AutoencoderKLWan.__init__).parameters) - {"self"}
+        unknown = sorted(set(self.vae) - vae_known)
+        if unknown:
+            raise ValueError(
+                f"vae.{unknown[0]} is not an AutoencoderKLWan argument; allowed: {', '.join(sorted(vae_known))}"
+            )
+        # JSON and TOML have no tuples: a list overriding a tuple field (patch_size) becomes one.
+        model = dataclasses.replace(TINY.model, **{
+            k: tuple(v) if isinstance(getattr(TINY.model, k), tuple) and isinstance(v, list) else v
+            for k, v in self.model.items()})
         sampling = dataclasses.replace(TINY.sampling, height=self.height, width=self.width)
-        return dataclasses.replace(TINY, model=model, sampling=sampling)
+        return dataclasses.replace(TINY, model=model, sampling=sampling, vae={**TINY.vae, **self.vae})
 
     @property
     def num_frames(self) -> int:
