@@ -186,7 +186,6 @@ def load_wan(preset: Preset, source: WanSource, device: torch.device, dtype: tor
     `head`: a `confidence_head.safetensors` from `python -m dsa_core.train confidence-head
     --model wan-1.3b` (default: `weights/wan-1.3b/` when it exists) makes `adaptive` real.
     """
-
     from .pipeline import StreamingPipeline
 
     model, trained_head = load_self_forcing(preset, source.transformer)
