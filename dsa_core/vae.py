@@ -44,7 +44,8 @@ def check_latent_grid(vae: AutoencoderKLWan, preset: Preset, source: object) -> 
     if scale != preset.vae_scale:
         raise ValueError(
             f"{source}: this VAE downsamples frames {scale}× (dim_mult={list(vae.config.dim_mult)}), but preset "
-            f"{preset.name!r} computes its latents at {preset.vae_scale}× (its `vae` settings in dsa_core/config.py)"
+            f"{preset.name!r} computes its latents at {preset.vae_scale}× (its `vae` settings in "
+            "dsa_core/config.py, or a stage config's `vae` overrides)"
         )
 
 
