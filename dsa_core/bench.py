@@ -314,7 +314,8 @@ def attribute_markdown(rows: list[Row], references: dict[str, dict], key: str = 
 def references_text(rows: list[Row], references: dict[str, dict]) -> str:
     lines = [f"{name} (the same prompts and scenes): total score {ref['total_score']:.1f}, "
              f"adherence {ref['adherence']:.1%}" for name, ref in references.items()]
-    return ("\n".join(lines) + "\n\nadherence per attribute:\n\n" + attribute_markdown(rows, references)
+    return ("".join(line + "\n" for line in lines) + ("\n" if lines else "")
+            + "adherence per attribute:\n\n" + attribute_markdown(rows, references)
             + "\n\nthe same outputs against shuffled prompts (blind adherence: an attribute's adherence is "
             "evidence of following the prompt only above it):\n\n"
             + attribute_markdown(rows, references, "blind_by_attribute"))
@@ -460,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
                          "its numbers do not change between runs)")
     ap.add_argument("--references-only", action="store_true",
                     help="score the references (real clips, VAE round trip, teachers) without the schedules")
+    ap.add_argument("--no-references", action="store_true",
+                    help="score the schedules only, without the reference lines (real clips, their VAE round trip, "
+                         "teachers): they repeat to the digit for the same prompts and take several minutes at "
+                         "64 prompts; for comparing candidate weights")
     ap.add_argument("--renoise", type=float, action="append", default=[], metavar="SIGMA",
                     help="also let each teacher sample the prompts' own clips noised to SIGMA in (0, 1) (the "
                          "24-step grid's first sigma at or below it): what it keeps of a real clip from that "
@@ -509,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         problem = teacher_folder_problem(folder)
         if problem:
             ap.error(f"--teacher {problem}")
+    if args.no_references and (args.references_only or args.teacher or args.renoise):
+        ap.error("--no-references skips the reference lines, which --references-only, --teacher and --renoise ask for")
     if args.references_only and args.plot:
         ap.error("--plot draws the schedules, which --references-only skips")
     if args.weights and args.random_init:
@@ -564,7 +571,7 @@ def main(argv: list[str] | None = None) -> int:
         r.nfe_vs_fixed4 = r.nfe / ref.nfe
     head_ms, forward_ms = head_time_share(pipe)
     references = {}
-    if evaluator is not None:
+    if evaluator is not None and not args.no_references:
         references = reference_scores(pipe, clips, evaluator, *teacher_options)
 
     device = f"{pipe.device.type} ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
@@ -574,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{s.fps} fps")
     print(header + "\n")
     print(markdown(rows, args.seconds))
-    if references:
+    if evaluator is not None:
         print("\n" + references_text(rows, references))
     if evaluator is None:
         print(f"\nquality: not measured (the world classifier judges 64×64 videos, this model makes "

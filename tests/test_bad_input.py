@@ -91,6 +91,8 @@ CLI = [
     ("cli-bench-seeds", bench.main, ["--seeds", "0"], r"--seeds=0 is outside the allowed range: at least 1"),
     ("cli-bench-seeds-references", bench.main, ["--references-only", "--seeds", "2"],
      r"--seeds sets the schedules' seeds; --references-only samples each prompt once"),
+    ("cli-bench-no-references", bench.main, ["--references-only", "--no-references"],
+     r"--no-references skips the reference lines, which --references-only, --teacher and --renoise ask for"),
     ("cli-bench-row-syntax", bench.main, ["--row", "adaptive:min_steps"],
      r"--row adaptive:min_steps: 'min_steps' is not key=value"),
     ("cli-bench-row-parameter", bench.main, ["--row", "adaptive:speed=2"],

@@ -57,6 +57,23 @@ def test_bench_rows_are_the_schedules_asked_for_with_fixed_4_beside_them(tmp_pat
                                                               {"margin": 0.05, "tol": 0})
 
 
+@pytest.mark.slow
+def test_bench_no_references_scores_the_rows_alone(tmp_path, capsys):
+    """`--no-references` drops the reference lines but keeps every row's scores and its
+    per-attribute and blind tables (what a candidate's comparison needs)."""
+    out = tmp_path / "bench.json"
+    assert bench.main(["--quick", "--random-init", "--world", "simple", "--no-references", "--json", str(out),
+                       "--row", "fixed:steps=2"]) == 0
+    rows = {r["schedule"]: r for r in json.loads(out.read_text())}
+    assert list(rows) == ["fixed 4", "fixed 2"]
+    assert all(0 <= r["total_score"] <= 100 and set(r["blind_by_attribute"]) == set(r["adherence_by_attribute"])
+               for r in rows.values())
+    text = capsys.readouterr().out
+    assert "(the same prompts and scenes)" not in text
+    assert "\nadherence per attribute:" in text and "| fixed 2 (dmd) |" in text
+    assert "against shuffled prompts (blind adherence" in text
+
+
 def test_student_runs_every_row_on_that_student_alone():
     """`--student dmd`: one run per row, all on the DMD student; without it, the FFE and diagonal
     rows run on their own students with the DMD student beside them."""
