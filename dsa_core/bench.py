@@ -581,14 +581,14 @@ def main(argv: list[str] | None = None) -> int:
               f"{s.fps} fps")
     print(header + "\n")
     print(markdown(rows, args.seconds))
-    if evaluator is not None:
-        print("\n" + references_text(rows, references))
     if evaluator is None:
         print(f"\nquality: not measured (the world classifier judges 64×64 videos, this model makes "
               f"{s.width}×{s.height})")
-    elif len(rows[0].segment_scores) > 1:
-        print("\ntotal score per segment (drift along the video):\n")
-        print(drift_markdown(rows, evaluator.cfg.segment_frames / s.fps))
+    else:
+        print("\n" + references_text(rows, references))
+        if len(rows[0].segment_scores) > 1:
+            print("\ntotal score per segment (drift along the video):\n")
+            print(drift_markdown(rows, evaluator.cfg.segment_frames / s.fps))
     print(
         f"\nconfidence head, {args.model}: {head_flops_share(pipe.preset):.3%} of a forward's FLOPs, "
         f"{head_ms / forward_ms:.2%} of its measured time ({head_ms:.3f} ms of {forward_ms:.2f} ms); "
