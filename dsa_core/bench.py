@@ -314,8 +314,8 @@ def attribute_markdown(rows: list[Row], references: dict[str, dict], key: str = 
 def references_text(rows: list[Row], references: dict[str, dict]) -> str:
     lines = [f"{name} (the same prompts and scenes): total score {ref['total_score']:.1f}, "
              f"adherence {ref['adherence']:.1%}" for name, ref in references.items()]
-    return ("".join(line + "\n" for line in lines) + ("\n" if lines else "")
-            + "adherence per attribute:\n\n" + attribute_markdown(rows, references)
+    head = "\n".join(lines) + "\n\n" if lines else ""  # no reference lines under --no-references
+    return (head + "adherence per attribute:\n\n" + attribute_markdown(rows, references)
             + "\n\nthe same outputs against shuffled prompts (blind adherence: an attribute's adherence is "
             "evidence of following the prompt only above it):\n\n"
             + attribute_markdown(rows, references, "blind_by_attribute"))
