@@ -137,6 +137,21 @@ class Rollout:
         self.chunk += 1
         return result
 
+    @torch.no_grad()
+    def feed(self, x0: torch.Tensor, text: TextContext) -> None:
+        """Take a given clean chunk as the next one: its K/V enter the cache as the context pass
+        leaves a generated chunk's, so the chunks after it continue that video (real frames,
+        say).  Its initial noise is still drawn: the chunks after it start from the same noise
+        as in a rollout that generated it."""
+        torch.randn(self.shape, generator=self.noise_gen)
+        k, cf = self.chunk, self.shape[2]
+        x0 = x0.to(self.device, self.dtype)
+        t = self.schedule.context_t
+        x = renoise(self.scheduler, x0, self.scheduler.sigma(t), self.renoise_gen) if t > 0 else x0
+        self.model(x, x0.new_full((x0.shape[0], cf), t), text, cache=self.cache, start_frame=k * cf)
+        self.cache.commit()
+        self.chunk += 1
+
 
 @dataclass
 class ChunkEvent:

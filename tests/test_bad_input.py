@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from dsa_core import bench, generate, probe
+from dsa_core import bench, continuation, generate, probe
 from dsa_core.train.__main__ import main as train_main
 from dsa_core.weights import default_weights_dir
 
@@ -104,6 +104,10 @@ CLI = [
     ("cli-probe-clips", probe.main, ["--clips", "0"], r"--clips=0 is outside the allowed range 1..64"),
     ("cli-probe-teacher", probe.main, ["--teacher", "{tmp}"],
      r"--teacher .*: has no teacher.safetensors or text_encoder"),
+    ("cli-continuation-prompts", continuation.main, ["--prompts", "65"],
+     r"--prompts=65 is outside the allowed range 1..64"),
+    ("cli-continuation-context", continuation.main, ["--context-chunks", "7"],
+     r"--context-chunks=7 is outside the allowed range 1..6 \(7 chunks a clip, at least one generated\)"),
 ]
 
 

@@ -1,0 +1,135 @@
+"""The continuation probe: does a student carry on a motion it is shown?
+
+The bench asks a student to draw its caption from noise, which mixes what it cannot choose (a
+motion, from noise) with what it cannot keep (a motion under way).  This asks the second
+question alone: the first chunks of held-out one-object clips enter the KV cache clean
+(`Rollout.feed`, as the context pass leaves a generated chunk), the student generates the rest
+under the clip's caption, and the generated frames are scored beside the same frames of the
+real clip, of its VAE round trip (the most the student can keep) and of the student's own
+video from noise on the same noise (what the shown frames add).  One-object clips without
+events: a cut or a turn after the shown frames could not be continued from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .eval import Evaluator, continuation
+from .evalnet import ATTRIBUTES, AttributeNet
+from .pipeline import Rollout, StreamingPipeline
+from .schedules import SCHEDULES, make_schedule
+from .train.data import to_video_tensor
+from .vae import StreamingDecoder, encode, to_uint8_frames
+from .world import WORLDS, Clip, heldout_seed, render_clip
+
+ROWS = ("real clip", "VAE round trip", "student, continuing the clip", "student, from noise")
+MAX_CLIPS = 64
+
+
+def first_generated_frame(context_chunks: int, chunk_frames: int) -> int:
+    """The first pixel frame after `context_chunks` chunks (latent frame 0 decodes to 1 frame, then 4 each)."""
+    return 1 + 4 * (context_chunks * chunk_frames - 1)
+
+
+@torch.no_grad()
+def continuation_videos(pipe: StreamingPipeline, clip: Clip, context_chunks: int, schedule: str,
+                        seed: int = 0) -> dict[str, np.ndarray]:
+    """Each row of `ROWS` for one clip: uint8 frames from the first generated frame on."""
+    p, cf = pipe.preset, pipe.preset.model.chunk_frames
+    real = encode(pipe.vae, to_video_tensor([clip.frames])).to(pipe.device, pipe.dtype)
+    chunks = real.shape[2] // cf
+    text = pipe.encode_prompt(clip.caption)
+    latents = {"VAE round trip": real}
+    for row, shown in (("student, continuing the clip", context_chunks), ("student, from noise", 0)):
+        rollout = Rollout(pipe.model, pipe.scheduler, make_schedule(schedule, p), p, seed, device=pipe.device,
+                          dtype=pipe.dtype)
+        for k in range(shown):
+            rollout.feed(real[:, :, k * cf:(k + 1) * cf], text)
+        generated = [rollout.next_chunk(text).x0 for _ in range(shown, chunks)]
+        latents[row] = torch.cat([real[:, :, :shown * cf], *generated], 2)
+    first = first_generated_frame(context_chunks, cf)
+    videos = {"real clip": clip.frames[first:]}
+    for row, z in latents.items():
+        videos[row] = to_uint8_frames(StreamingDecoder(pipe.vae).decode(z.float()))[first:]
+    return {row: videos[row] for row in ROWS}
+
+
+def check_context_chunks(context_chunks: int, clip: Clip, chunk_frames: int, name: str = "context_chunks") -> None:
+    """At least one chunk shown and one generated."""
+    chunks = (len(clip.frames) + 3) // 4 // chunk_frames
+    if not 1 <= context_chunks < chunks:
+        raise ValueError(f"{name}={context_chunks} is outside the allowed range 1..{chunks - 1} "
+                         f"({chunks} chunks a clip, at least one generated)")
+
+
+def score_continuations(pipe: StreamingPipeline, evaluator: Evaluator, clips: list[Clip], context_chunks: int,
+          schedule: str = "fixed", seed: int = 0) -> dict[str, dict]:
+    """Per row of `ROWS`: total score, adherence per attribute and its blind level, over `clips`."""
+    check_context_chunks(context_chunks, clips[0], pipe.preset.model.chunk_frames)
+    student = pipe.for_schedule(schedule)
+    videos = {row: [] for row in ROWS}
+    attributes = []
+    for clip in clips:
+        for row, frames in continuation_videos(student, clip, context_chunks, schedule, seed).items():
+            videos[row].append(frames)
+        attributes.append(continuation(clip.attributes, len(videos["real clip"][-1])))
+    report = {}
+    for row in ROWS:
+        s = evaluator.score(videos[row], attributes)
+        report[row] = {"total_score": s["total_score"], "adherence": s["adherence_by_attribute"],
+                       "blind": s["blind_by_attribute"]}
+    return {"student": student.student, "schedule": schedule, "context_chunks": context_chunks,
+            "first_generated_frame": first_generated_frame(context_chunks, pipe.preset.model.chunk_frames),
+            "clips": len(clips), "rows": report}
+
+
+def markdown(report: dict) -> str:
+    lines = [f"{report['clips']} held-out one-object clips, the first {report['context_chunks']} chunks shown "
+             f"(frames 0..{report['first_generated_frame'] - 1}); the {report['student']} student, "
+             f"{report['schedule']} schedule; adherence [blind]",
+             "", "| frames from " + str(report["first_generated_frame"]) + " on | total | "
+             + " | ".join(ATTRIBUTES) + " |", "|---|---:|" + "---:|" * len(ATTRIBUTES)]
+    for row, r in report["rows"].items():
+        cells = " | ".join(f"{r['adherence'][k]:.0%} [{r['blind'][k]:.0%}]" for k in ATTRIBUTES)
+        lines.append(f"| {row} | {r['total_score']:.1f} | {cells} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m dsa_core.continuation", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--prompts", type=int, default=48, help=f"held-out one-object clips (1..{MAX_CLIPS})")
+    ap.add_argument("--context-chunks", type=int, default=3,
+                    help="chunks of each clip shown before the student goes on (default 3: 2 s of a 5 s clip)")
+    ap.add_argument("--schedule", choices=list(SCHEDULES), default="fixed",
+                    help="the schedule generating the rest, with its shipped student (default: fixed 4 steps)")
+    ap.add_argument("--weights", type=Path, metavar="DIR", help="weights folder (default: weights/tiny)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device")
+    ap.add_argument("--json", type=Path, help="write the report here")
+    args = ap.parse_args(argv)
+    if not 1 <= args.prompts <= MAX_CLIPS:
+        ap.error(f"--prompts={args.prompts} is outside the allowed range 1..{MAX_CLIPS}")
+    pipe = StreamingPipeline.from_preset("tiny", weights_dir=args.weights, device=args.device)
+    clips = [render_clip(heldout_seed(i), WORLDS["simple"]) for i in range(args.prompts)]
+    try:
+        check_context_chunks(args.context_chunks, clips[0], pipe.preset.model.chunk_frames, "--context-chunks")
+        seed = pipe.check_seed(args.seed)
+    except ValueError as e:
+        ap.error(str(e))
+    evaluator = Evaluator(AttributeNet.shipped())
+    report = score_continuations(pipe, evaluator, clips, args.context_chunks, args.schedule, seed)
+    print(markdown(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
