@@ -69,7 +69,7 @@ def check_context_chunks(context_chunks: int, clip: Clip, chunk_frames: int, nam
 
 
 def score_continuations(pipe: StreamingPipeline, evaluator: Evaluator, clips: list[Clip], context_chunks: int,
-          schedule: str = "fixed", seed: int = 0) -> dict[str, dict]:
+                        schedule: str = "fixed", seed: int = 0) -> dict[str, dict]:
     """Per row of `ROWS`: total score, adherence per attribute and its blind level, over `clips`."""
     check_context_chunks(context_chunks, clips[0], pipe.preset.model.chunk_frames)
     student = pipe.for_schedule(schedule)

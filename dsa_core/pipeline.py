@@ -140,9 +140,10 @@ class Rollout:
     @torch.no_grad()
     def feed(self, x0: torch.Tensor, text: TextContext) -> None:
         """Take a given clean chunk as the next one: its K/V enter the cache as the context pass
-        leaves a generated chunk's, so the chunks after it continue that video (real frames,
-        say).  Its initial noise is still drawn: the chunks after it start from the same noise
-        as in a rollout that generated it."""
+        leaves a generated chunk's (at the schedule's `context_t`, diagonal forcing's included),
+        so the chunks after it continue that video (real frames, say).  Its initial noise is
+        still drawn: the chunks after it start from the same noise as in a rollout that
+        generated it."""
         torch.randn(self.shape, generator=self.noise_gen)
         k, cf = self.chunk, self.shape[2]
         x0 = x0.to(self.device, self.dtype)
