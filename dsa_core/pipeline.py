@@ -78,16 +78,20 @@ def denoise_chunk(
     schedule.end_chunk(conf)
     nfe = len(visited)
     if schedule.context_pass:
-        t_ctx = schedule.context_t
-        with torch.no_grad():
-            clean = x0.detach()
-            x_ctx = renoise(scheduler, clean, scheduler.sigma(t_ctx), generator) if t_ctx > 0 else clean
-            model(x_ctx, noise.new_full((b, frames), t_ctx), text, cache=cache, start_frame=start_frame)
+        context_pass(model, scheduler, x0.detach(), schedule.context_t, text, cache, start_frame, generator)
         nfe += 1
     # Without a context pass the slots keep the K/V of the last, still noisy, forward:
     # diagonal forcing.
     cache.commit()
     return ChunkResult(x0, visited, conf, head_conf, nfe, out.conf_logits)
+
+
+@torch.no_grad()
+def context_pass(model: CausalWanModel, scheduler: FlowMatchScheduler, x0: torch.Tensor, t: float, text: TextContext,
+                 cache: KVCache, start_frame: int, generator: torch.Generator) -> None:
+    """Write the K/V of clean chunk `x0`, re-noised to `t` (0: as it is), into the cache's current slot."""
+    x = renoise(scheduler, x0, scheduler.sigma(t), generator) if t > 0 else x0
+    model(x, x0.new_full((x0.shape[0], x0.shape[2]), t), text, cache=cache, start_frame=start_frame)
 
 
 def renoise(scheduler: FlowMatchScheduler, x0: torch.Tensor, sigma: float, generator: torch.Generator) -> torch.Tensor:
@@ -145,11 +149,8 @@ class Rollout:
         still drawn: the chunks after it start from the same noise as in a rollout that
         generated it."""
         torch.randn(self.shape, generator=self.noise_gen)
-        k, cf = self.chunk, self.shape[2]
-        x0 = x0.to(self.device, self.dtype)
-        t = self.schedule.context_t
-        x = renoise(self.scheduler, x0, self.scheduler.sigma(t), self.renoise_gen) if t > 0 else x0
-        self.model(x, x0.new_full((x0.shape[0], cf), t), text, cache=self.cache, start_frame=k * cf)
+        context_pass(self.model, self.scheduler, x0.to(self.device, self.dtype), self.schedule.context_t, text,
+                     self.cache, self.chunk * self.shape[2], self.renoise_gen)
         self.cache.commit()
         self.chunk += 1
 
@@ -299,10 +300,8 @@ class Generation:
         cache.reset()
         gen = torch.Generator().manual_seed(self.seed + len(cached))
         for c in cached:
-            b, _, frames = c.x0.shape[:3]
             t = c.context_t if c.context_pass else c.last_t
-            x = renoise(pipe.scheduler, c.x0, pipe.scheduler.sigma(t), gen) if t > 0 else c.x0
-            pipe.model(x, c.x0.new_full((b, frames), t), text, cache=cache, start_frame=c.start_frame)
+            context_pass(pipe.model, pipe.scheduler, c.x0, t, text, cache, c.start_frame, gen)
             cache.commit()
         return len(cached)
 
