@@ -8,6 +8,10 @@ under the clip's caption, and the generated frames are scored beside the same fr
 real clip, of its VAE round trip (the most the student can keep) and of the student's own
 video from noise on the same noise (what the shown frames add).  One-object clips without
 events: a cut or a turn after the shown frames could not be continued from them.
+
+Beside it, without sampling, the context error: how well one forward predicts the next chunk
+from heavy noise with the clip's own chunks in the cache, with another clip's, and against
+copying the last shown frame, a floor that only a student reading the motion beats.
 """
 
 from __future__ import annotations
@@ -30,6 +34,9 @@ from .world import WORLDS, Clip, heldout_seed, render_clip
 
 ROWS = ("real clip", "VAE round trip", "student, continuing the clip", "student, from noise")
 MAX_CLIPS = 64
+# Noise levels at which the context error is read: where a few-step student decides a chunk.
+CONTEXT_SIGMAS = (0.5, 0.8, 0.95)
+CONTEXTS = ("own clip", "another clip", "copy the last shown frame")
 
 
 def first_generated_frame(context_chunks: int, chunk_frames: int) -> int:
@@ -60,6 +67,42 @@ def continuation_videos(pipe: StreamingPipeline, clip: Clip, context_chunks: int
     return {row: videos[row] for row in ROWS}
 
 
+@torch.no_grad()
+def context_errors(pipe: StreamingPipeline, clips: list[Clip], context_chunks: int,
+                   sigmas: tuple[float, ...] = CONTEXT_SIGMAS, seed: int = 0) -> dict[str, list[float]]:
+    """How much the student reads its context: the x0 error (MSE per latent number) of the first
+    chunk after the shown ones, predicted in one forward from its real latent noised to each σ,
+    with the clip's own first chunks in the cache, with another clip's (the next in `clips`),
+    and, as the floor a reader of motion should beat, of the last shown latent frame repeated."""
+    p, cf = pipe.preset, pipe.preset.model.chunk_frames
+    check_context_chunks(context_chunks, clips[0], cf)
+    if len(clips) < 2:
+        raise ValueError("context_errors needs at least 2 clips (one's context is shown to another)")
+    latents = [encode(pipe.vae, to_video_tensor([c.frames])).to(pipe.device, pipe.dtype) for c in clips]
+    start = context_chunks * cf
+    noise_gen = torch.Generator().manual_seed(seed)
+    sums = {c: [0.0] * len(sigmas) for c in CONTEXTS}
+    for i, clip in enumerate(clips):
+        x0 = latents[i][:, :, start:start + cf]
+        noise = torch.randn(x0.shape, generator=noise_gen).to(x0)
+        text = pipe.encode_prompt(clip.caption)
+        for context, shown in (("own clip", latents[i]), ("another clip", latents[(i + 1) % len(clips)])):
+            rollout = Rollout(pipe.model, pipe.scheduler, make_schedule("fixed", p), p, seed, device=pipe.device,
+                              dtype=pipe.dtype)
+            for k in range(context_chunks):
+                rollout.feed(shown[:, :, k * cf:(k + 1) * cf], text)
+            for j, sigma in enumerate(sigmas):
+                x_t = pipe.scheduler.add_noise(x0, noise, sigma)
+                t = x0.new_full((1, cf), sigma * pipe.scheduler.num_train_timesteps)
+                # An uncommitted forward only fills the chunk's own slots: each σ sees the same cache.
+                flow = pipe.model(x_t, t, text, cache=rollout.cache, start_frame=start).flow
+                sums[context][j] += (pipe.scheduler.to_x0(x_t, flow, sigma) - x0).pow(2).mean().item()
+        copy = latents[i][:, :, start - 1:start].expand_as(x0)
+        for j in range(len(sigmas)):
+            sums["copy the last shown frame"][j] += (copy - x0).pow(2).mean().item()
+    return {c: [v / len(clips) for v in values] for c, values in sums.items()}
+
+
 def check_context_chunks(context_chunks: int, clip: Clip, chunk_frames: int, name: str = "context_chunks") -> None:
     """At least one chunk shown and one generated."""
     chunks = (len(clip.frames) + 3) // 4 // chunk_frames
@@ -84,9 +127,11 @@ def score_continuations(pipe: StreamingPipeline, evaluator: Evaluator, clips: li
         s = evaluator.score(videos[row], attributes)
         report[row] = {"total_score": s["total_score"], "adherence": s["adherence_by_attribute"],
                        "blind": s["blind_by_attribute"]}
+    errors = context_errors(student, clips, context_chunks, seed=seed) if len(clips) > 1 else None
     return {"student": student.student, "schedule": schedule, "context_chunks": context_chunks,
             "first_generated_frame": first_generated_frame(context_chunks, pipe.preset.model.chunk_frames),
-            "clips": len(clips), "rows": report}
+            "clips": len(clips), "rows": report,
+            "context_error": None if errors is None else {"sigmas": list(CONTEXT_SIGMAS), "contexts": errors}}
 
 
 def markdown(report: dict) -> str:
@@ -98,6 +143,13 @@ def markdown(report: dict) -> str:
     for row, r in report["rows"].items():
         cells = " | ".join(f"{r['adherence'][k]:.0%} [{r['blind'][k]:.0%}]" for k in ATTRIBUTES)
         lines.append(f"| {row} | {r['total_score']:.1f} | {cells} |")
+    errors = report["context_error"]
+    if errors:
+        lines += ["", f"x0 error of chunk {report['context_chunks']} predicted in one forward from σ, by what the "
+                  "cache holds (lower: the context read better)", "",
+                  "| context | " + " | ".join(f"σ {s}" for s in errors["sigmas"]) + " |",
+                  "|---|" + "---:|" * len(errors["sigmas"])]
+        lines += [f"| {c} | " + " | ".join(f"{e:.3f}" for e in v) + " |" for c, v in errors["contexts"].items()]
     return "\n".join(lines)
 
 

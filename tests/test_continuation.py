@@ -9,6 +9,10 @@ import torch
 from dsa_core import continuation
 from dsa_core.pipeline import Rollout
 from dsa_core.schedules import make_schedule
+from dsa_core.train.data import to_video_tensor
+from dsa_core.train.forcing import forcing_loss
+from dsa_core.train.teacher import add_random_noise
+from dsa_core.vae import encode
 from dsa_core.world import WORLDS, heldout_seed, render_clip
 
 
@@ -38,6 +42,37 @@ def test_fed_chunk_continues_as_the_generated_one(random_pipe):
                               second_chunk(random_pipe, None), atol=1e-3)
 
 
+def test_forcing_loss_sees_its_context_as_feed_leaves_it(random_pipe):
+    """The training stage's teacher-forced loss and inference's `Rollout.feed` share one cache path."""
+    p, model, sched = random_pipe.preset, random_pipe.model, random_pipe.scheduler
+    cf, s = p.model.chunk_frames, p.sampling
+    latents = torch.randn(2, p.model.in_dim, 21, *p.latent_size(), generator=torch.Generator().manual_seed(1))
+    states = random_pipe.text_encoder.encode(["a red ball moves left", "a blue star spins"])
+    # A seed whose drawn chunk k has at least two chunks of context before it.
+    seed = next(n for n in range(100)
+                if int(torch.randint(0, 7, (1,), generator=torch.Generator().manual_seed(n))) >= 2)
+    with torch.no_grad():
+        loss = forcing_loss(model, sched, latents, states, cf, (s.window_frames, s.sink_frames),
+                            torch.Generator().manual_seed(seed))
+        g = torch.Generator().manual_seed(seed)
+        k = int(torch.randint(0, 7, (1,), generator=g))
+        text = model.prepare_text(states)
+        rollout = Rollout(model, sched, make_schedule("fixed", p), p, 0, batch=2)
+        for j in range(k):
+            rollout.feed(latents[:, :, j * cf:(j + 1) * cf], text)
+        x0 = latents[:, :, k * cf:(k + 1) * cf]
+        x_t, t, _, noise = add_random_noise(x0, g, sched)
+        flow = model(x_t, t, text, cache=rollout.cache, start_frame=k * cf).flow
+        by_hand = (flow - sched.flow_target(x0, noise)).pow(2).mean()
+        # The other clip's chunks before k, the same chunk k: another loss, so the context is read.
+        swapped = latents.clone()
+        swapped[:, :, :k * cf] = latents.flip(0)[:, :, :k * cf]
+        other = forcing_loss(model, sched, swapped, states, cf, (s.window_frames, s.sink_frames),
+                             torch.Generator().manual_seed(seed))
+    assert torch.allclose(loss, by_hand, rtol=1e-5)
+    assert not torch.allclose(loss, other, rtol=1e-5)
+
+
 def test_continuation_videos_keep_the_shown_frames_out(random_pipe):
     clip = render_clip(heldout_seed(0), WORLDS["simple"])
     videos = continuation.continuation_videos(random_pipe, clip, 3, "fixed")
@@ -48,6 +83,27 @@ def test_continuation_videos_keep_the_shown_frames_out(random_pipe):
     assert np.array_equal(videos["real clip"], clip.frames[first:])
     # From the first generated frame on, the shown chunks change what the student draws.
     assert not np.array_equal(videos["student, continuing the clip"], videos["student, from noise"])
+
+
+def test_context_errors_compare_contexts_with_the_copy_floor(random_pipe):
+    clips = [render_clip(heldout_seed(i), WORLDS["simple"]) for i in range(2)]
+    errors = continuation.context_errors(random_pipe, clips, 2, sigmas=(0.5, 0.95))
+    assert list(errors) == list(continuation.CONTEXTS)
+    cf = random_pipe.preset.model.chunk_frames
+    floor = []
+    for clip in clips:  # chunk 2 against its clip's last latent frame before it, by hand
+        z = encode(random_pipe.vae, to_video_tensor([clip.frames]))
+        floor.append((z[:, :, 2 * cf:3 * cf] - z[:, :, 2 * cf - 1:2 * cf]).pow(2).mean().item())
+    assert errors["copy the last shown frame"] == pytest.approx([np.mean(floor)] * 2, rel=1e-4)
+    own, other = errors["own clip"], errors["another clip"]
+    assert all(np.isfinite(own + other)) and min(own + other) > 0
+    # What the cache holds reaches the prediction (random weights read it only faintly; the
+    # slow CLI test asks the trained student for more).
+    assert own != other
+    with pytest.raises(ValueError, match="at least 2 clips"):
+        continuation.context_errors(random_pipe, clips[:1], 2)
+    with pytest.raises(ValueError, match=r"allowed range 1\.\.6"):
+        continuation.context_errors(random_pipe, clips, 7)
 
 
 @pytest.mark.slow
@@ -64,3 +120,10 @@ def test_probe_cli_scores_the_real_clip_at_the_top(tmp_path, capsys):
     assert rows["real clip"]["total_score"] > rows["student, from noise"]["total_score"]
     printed = capsys.readouterr().out
     assert "| student, continuing the clip |" in printed and "frames from 33 on" in printed
+    # The shipped student reads its context: from heavy noise the clip's own first chunks
+    # predict the next far better than another clip's.
+    errors = report["context_error"]
+    assert errors["sigmas"] == list(continuation.CONTEXT_SIGMAS)
+    own, other = errors["contexts"]["own clip"][-1], errors["contexts"]["another clip"][-1]
+    assert own < 0.7 * other, errors
+    assert "| copy the last shown frame |" in printed

@@ -37,6 +37,9 @@ TOY = {
     "dmd": {"critic_steps": 1, "captions": 50},
     "asd": {"critic_steps": 1, "captions": 50},
     "diagonal": {"critic_steps": 1, "captions": 50},
+    # Step 0 is teacher forcing alone, step 1 DMD beside it: the resumed step crosses the phases.
+    "forcing": {"critic_steps": 1, "captions": 50, "dataset_clips": 4, "simple_clips": 2, "forcing_steps": 1,
+                "forcing_batch": 2},
     "confidence-head": {"captions": 50},
     "evalnet": {"clips": 4, "heldout_clips": 2, "channels": 8},
 }
@@ -57,7 +60,8 @@ def train(tmp_path, stage, resume=False, **extra):
 
 @pytest.mark.slow
 def test_every_stage_trains_and_resumes_exactly(tmp_path):
-    stages = ("vae", "vae-decoder", "text", "teacher", "ode", "dmd", "asd", "diagonal", "confidence-head", "evalnet")
+    stages = ("vae", "vae-decoder", "text", "teacher", "ode", "dmd", "asd", "diagonal", "forcing", "confidence-head",
+              "evalnet")
     for stage in stages:
         uninterrupted = train(tmp_path, stage)
         assert [r["step"] for r in uninterrupted] == [0, 1]
@@ -81,6 +85,11 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
             assert words["clips"] == 16 and set(words["sigmas"]) == {str(s) for s in CAPTION_PROBE_SIGMAS}
             assert all(set(row) == {"caption_effect", *SWAPS} and row["caption_effect"] > 0
                        for row in words["sigmas"].values())
+        if stage == "forcing":
+            # Teacher forcing alone, then DMD beside it, on full-world and one-object clips.
+            assert set(uninterrupted[0]) == {"step", "forcing"} and {"dmd", "forcing"} <= set(uninterrupted[1])
+            names = sorted(p.name.split("_", 1)[1] for p in (tmp_path / "run" / "latents").iterdir())
+            assert "2_21_simple_attributes.pt" in names and "4_21_attributes.pt" in names
         if stage == "text":
             accuracy = json.loads((folder / "final" / "slot_accuracy.json").read_text())["heldout_slot_accuracy"]
             assert 0.0 <= accuracy <= 1.0
@@ -125,6 +134,17 @@ def test_rollout_and_distance_options_train_and_resume_exactly(tmp_path):
         load_config(STAGES["asd"].Config, toy_config(tmp_path, "asd", exit_per_chunk=True))
     with pytest.raises(ValueError, match=r"config key 'fixed_distance' must be of type bool, got 'yes'"):
         load_config(STAGES["confidence-head"].Config, toy_config(tmp_path, "confidence-head", fixed_distance="yes"))
+
+
+def test_forcing_config_names_its_allowed_ranges(tmp_path):
+    config = STAGES["forcing"].Config
+    with pytest.raises(ValueError, match=r"forcing_steps=3 must be in 0\.\.steps=2"):
+        load_config(config, toy_config(tmp_path, "forcing", forcing_steps=3))
+    with pytest.raises(ValueError, match="forcing_weight=-1.0 must be >= 0"):
+        load_config(config, toy_config(tmp_path, "forcing", forcing_weight=-1.0))
+    with pytest.raises(ValueError, match="forcing_batch=0 must be >= 1"):
+        load_config(config, toy_config(tmp_path, "forcing", forcing_batch=0))
+    assert load_config(config, toy_config(tmp_path, "forcing", forcing_steps=2)).forcing_steps == 2
 
 
 @pytest.mark.slow

@@ -7,10 +7,11 @@ causal student) → `dmd` (Self-Forcing DMD + DSA confidence loss) → `confiden
 head alone refined on the frozen DMD student; for `--model wan-1.3b`, trained on the public
 Self-Forcing generator) → `evalnet` (the attribute classifier of `dsa_core.eval`) → `export`
 (assemble `weights/tiny` with its MANIFEST).
-`asd` and `diagonal` continue from `dmd`
-with the training recipes of FFE (adversarial self-distillation) and of diagonal denoising
-(diagonal forcing + motion matching).  Each stage resumes from its last
-checkpoint with `--resume` and runs unchanged under `torchrun --nproc_per_node N`.
+`asd` and `diagonal` continue from `dmd` with the training recipes of FFE (adversarial
+self-distillation) and of diagonal denoising (diagonal forcing + motion matching).  `forcing`
+continues from `dmd` with teacher forcing on real clips, so that a motion shown is carried on;
+it is not in the shipped recipe yet.  Each stage resumes from its last checkpoint with
+`--resume` and runs unchanged under `torchrun --nproc_per_node N`.
 """
 
 from .asd import AsdStage
@@ -18,6 +19,7 @@ from .common import Stage
 from .diagonal import DiagonalStage
 from .dmd import DmdStage
 from .evalnet import EvalnetStage
+from .forcing import ForcingStage
 from .head import HeadStage
 from .ode import OdeStage
 from .teacher import TeacherStage
@@ -27,7 +29,7 @@ from .vae import VaeDecoderStage, VaeStage
 STAGES: dict[str, type[Stage]] = {
     s.name: s
     for s in (VaeStage, VaeDecoderStage, TextStage, TeacherStage, OdeStage, DmdStage, HeadStage, AsdStage,
-              DiagonalStage, EvalnetStage)
+              DiagonalStage, ForcingStage, EvalnetStage)
 }
 
 __all__ = ["STAGES", "Stage"]

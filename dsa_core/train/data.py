@@ -35,6 +35,16 @@ def world_config(height: int, width: int, num_frames: int, speed_frames: int | N
     return WorldConfig(height=height, width=width, num_frames=num_frames, speed_frames=speed_frames)
 
 
+def latent_cache_path(out_dir: str | Path, vae_id: str, clips: int, world: WorldConfig, name: str = "") -> Path:
+    """Where a chain keeps the latents of `clips` training clips of `world` (`name`d unless it is
+    the full world), keyed by the VAE's hash (a retrained VAE gets a fresh cache), so that
+    stages on the same clips share one."""
+    speed = f"_speed{world.speed_frames}" if world.speed_frames else ""
+    tag = f"_{name}" if name else ""
+    # "_attributes": caches from before `LatentCache.attributes` existed are rebuilt, not misread.
+    return Path(out_dir) / "latents" / f"{vae_id}_{clips}_{world.num_frames}{speed}{tag}_attributes.pt"
+
+
 def to_video_tensor(frames: list[np.ndarray]) -> torch.Tensor:
     """uint8 clips [T, H, W, 3] → float video [B, 3, T, H, W] in [-1, 1]."""
     x = torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3).float()
@@ -105,6 +115,12 @@ class LatentCache:
     def to(self, device: torch.device) -> LatentCache:
         """The latents on `device`: on a GPU a batch is then gathered there, not copied over each step."""
         return LatentCache(self.latents.to(device), self.captions, self.objects.to(device), self.attributes.to(device))
+
+    @classmethod
+    def concat(cls, caches: list[LatentCache]) -> LatentCache:
+        """One cache of the clips of several (of equal clip length)."""
+        return cls(torch.cat([c.latents for c in caches]), [t for c in caches for t in c.captions],
+                   torch.cat([c.objects for c in caches]), torch.cat([c.attributes for c in caches]))
 
     def batch(self, g: torch.Generator, size: int) -> tuple[torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
         """Latents, captions, object cells and attribute cells (as int64 class indices) of

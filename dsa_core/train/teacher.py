@@ -33,7 +33,7 @@ from ..vae import encode, latents_to_vae, load_vae, to_uint8_frames, use_fast_cp
 from ..weights import MANIFEST, sha256, verify_manifest
 from ..world import WorldConfig, heldout_seed, render_clip, render_spec, sample_clip
 from .common import Stage, StageConfig, device_generator, ema_update, optimizer_step, set_lr, video_frames
-from .data import CELL_ATTRIBUTES, LatentCache, object_cells, to_video_tensor, world_config
+from .data import CELL_ATTRIBUTES, LatentCache, latent_cache_path, object_cells, to_video_tensor, world_config
 
 
 @dataclass
@@ -321,6 +321,11 @@ def object_cell_errors(predict_x0, x0: torch.Tensor, x_empty: torch.Tensor, mask
     return out
 
 
+def vae_id(vae_dir: Path) -> str:
+    """A short hash of the VAE's weights, naming the latent caches made with it."""
+    return sha256(vae_dir / "diffusion_pytorch_model.safetensors")[:12]
+
+
 def frozen_vae(folder: Path, preset: Preset, device: torch.device) -> AutoencoderKLWan:
     vae = load_vae(folder, preset, use_safetensors=True)
     return use_fast_cpu_kernels(vae).to(device).eval().requires_grad_(False)
@@ -388,17 +393,11 @@ class TeacherStage(Stage):
             weight_decay=cfg.weight_decay,
         )
         self.scheduler = FlowMatchScheduler(p.sampling.shift)
-        # Keyed by the VAE's hash: a retrained VAE gets a fresh cache.
-        vae_id = sha256(vae_dir / "diffusion_pytorch_model.safetensors")[:12]
         phases = {"long": (cfg.dataset_clips, world_config(cfg.height, cfg.width, cfg.num_frames))}
         if cfg.long_from_step > 0:
             phases["short"] = (cfg.short_dataset_clips, world_config(
                 cfg.height, cfg.width, video_frames(cfg.short_latent_frames), cfg.short_speed_frames or None))
-        # "_attributes": caches from before `LatentCache.attributes` existed are rebuilt, not misread.
-        paths = {k: Path(cfg.out_dir) / "latents" / (f"{vae_id}_{n}_{w.num_frames}"
-                                                     f"{f'_speed{w.speed_frames}' if w.speed_frames else ''}"
-                                                     "_attributes.pt")
-                 for k, (n, w) in phases.items()}
+        paths = {k: latent_cache_path(cfg.out_dir, vae_id(vae_dir), n, w) for k, (n, w) in phases.items()}
         missing = [k for k, path in paths.items() if not path.is_file()]
         if run.main and missing:
             vae = frozen_vae(vae_dir, self.preset, run.device)
