@@ -20,6 +20,7 @@ from dsa_core.probe import CAPTION_PROBE_SIGMAS, SWAPS
 from dsa_core.train import STAGES
 from dsa_core.train.__main__ import main as train_main
 from dsa_core.train.common import Run, load_config, run_stage, set_lr
+from dsa_core.train.dmd import DmdStage
 from dsa_core.train.export import export
 from dsa_core.train.teacher import OBJECT_PROBE_SIGMAS, object_cell_errors
 from dsa_core.weights import verify_manifest
@@ -59,7 +60,7 @@ def train(tmp_path, stage, resume=False, **extra):
 
 
 @pytest.mark.slow
-def test_every_stage_trains_and_resumes_exactly(tmp_path):
+def test_every_stage_trains_and_resumes_exactly(tmp_path, monkeypatch):
     stages = ("vae", "vae-decoder", "text", "teacher", "ode", "dmd", "asd", "diagonal", "forcing", "confidence-head",
               "evalnet")
     for stage in stages:
@@ -90,6 +91,21 @@ def test_every_stage_trains_and_resumes_exactly(tmp_path):
             assert set(uninterrupted[0]) == {"step", "forcing"} and {"dmd", "forcing"} <= set(uninterrupted[1])
             names = sorted(p.name.split("_", 1)[1] for p in (tmp_path / "run" / "latents").iterdir())
             assert "2_21_simple_attributes.pt" in names and "4_21_attributes.pt" in names
+            # At the phase change DMD starts from the forcing phase's EMA with a fresh optimiser.
+            forcing = STAGES[stage](load_config(STAGES[stage].Config, toy_config(tmp_path, stage)), Run())
+            g = torch.Generator().manual_seed(0)
+            forcing.train_step(0, g)
+            seen = {}
+
+            def dmd_step(self, step, g, seen=seen):
+                pairs = zip(self.student.state_dict().values(), self.ema.state_dict().values())
+                seen.update(student_is_ema=all(torch.equal(a, b) for a, b in pairs), adam_state=len(self.opt.state))
+                return {}
+
+            with monkeypatch.context() as m:
+                m.setattr(DmdStage, "train_step", dmd_step)
+                forcing.train_step(1, g)
+            assert seen == {"student_is_ema": True, "adam_state": 0}
         if stage == "text":
             accuracy = json.loads((folder / "final" / "slot_accuracy.json").read_text())["heldout_slot_accuracy"]
             assert 0.0 <= accuracy <= 1.0
