@@ -45,11 +45,16 @@ def first_generated_frame(context_chunks: int, chunk_frames: int) -> int:
 
 
 @torch.no_grad()
-def continuation_videos(pipe: StreamingPipeline, clip: Clip, context_chunks: int, schedule: str,
-                        seed: int = 0) -> dict[str, np.ndarray]:
-    """Each row of `ROWS` for one clip: uint8 frames from the first generated frame on."""
+def clip_latent(pipe: StreamingPipeline, clip: Clip) -> torch.Tensor:
+    """A clip's latent video, encoded once and shared by the videos and the context error."""
+    return encode(pipe.vae, to_video_tensor([clip.frames])).to(pipe.device, pipe.dtype)
+
+
+@torch.no_grad()
+def continuation_videos(pipe: StreamingPipeline, clip: Clip, real: torch.Tensor, context_chunks: int,
+                        schedule: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """Each row of `ROWS` for one clip (`real`: its `clip_latent`): uint8 frames from the first generated frame on."""
     p, cf = pipe.preset, pipe.preset.model.chunk_frames
-    real = encode(pipe.vae, to_video_tensor([clip.frames])).to(pipe.device, pipe.dtype)
     chunks = real.shape[2] // cf
     text = pipe.encode_prompt(clip.caption)
     latents = {"VAE round trip": real}
@@ -68,17 +73,17 @@ def continuation_videos(pipe: StreamingPipeline, clip: Clip, context_chunks: int
 
 
 @torch.no_grad()
-def context_errors(pipe: StreamingPipeline, clips: list[Clip], context_chunks: int,
+def context_errors(pipe: StreamingPipeline, clips: list[Clip], latents: list[torch.Tensor], context_chunks: int,
                    sigmas: tuple[float, ...] = CONTEXT_SIGMAS, seed: int = 0) -> dict[str, list[float]]:
     """How much the student reads its context: the x0 error (MSE per latent number) of the first
     chunk after the shown ones, predicted in one forward from its real latent noised to each σ,
     with the clip's own first chunks in the cache, with another clip's (the next in `clips`),
-    and, as the floor a reader of motion should beat, of the last shown latent frame repeated."""
+    and, as the floor a reader of motion should beat, of the last shown latent frame repeated.
+    `latents`: the clips' `clip_latent`s."""
     p, cf = pipe.preset, pipe.preset.model.chunk_frames
     check_context_chunks(context_chunks, clips[0], cf)
     if len(clips) < 2:
         raise ValueError("context_errors needs at least 2 clips (one's context is shown to another)")
-    latents = [encode(pipe.vae, to_video_tensor([c.frames])).to(pipe.device, pipe.dtype) for c in clips]
     start = context_chunks * cf
     noise_gen = torch.Generator().manual_seed(seed)
     sums = {c: [0.0] * len(sigmas) for c in CONTEXTS}
@@ -116,10 +121,11 @@ def score_continuations(pipe: StreamingPipeline, evaluator: Evaluator, clips: li
     """Per row of `ROWS`: total score, adherence per attribute and its blind level, over `clips`."""
     check_context_chunks(context_chunks, clips[0], pipe.preset.model.chunk_frames)
     student = pipe.for_schedule(schedule)
+    latents = [clip_latent(student, clip) for clip in clips]
     videos = {row: [] for row in ROWS}
     attributes = []
-    for clip in clips:
-        for row, frames in continuation_videos(student, clip, context_chunks, schedule, seed).items():
+    for clip, real in zip(clips, latents):
+        for row, frames in continuation_videos(student, clip, real, context_chunks, schedule, seed).items():
             videos[row].append(frames)
         attributes.append(continuation(clip.attributes, len(videos["real clip"][-1])))
     report = {}
@@ -127,7 +133,7 @@ def score_continuations(pipe: StreamingPipeline, evaluator: Evaluator, clips: li
         s = evaluator.score(videos[row], attributes)
         report[row] = {"total_score": s["total_score"], "adherence": s["adherence_by_attribute"],
                        "blind": s["blind_by_attribute"]}
-    errors = context_errors(student, clips, context_chunks, seed=seed) if len(clips) > 1 else None
+    errors = context_errors(student, clips, latents, context_chunks, seed=seed) if len(clips) > 1 else None
     return {"student": student.student, "schedule": schedule, "context_chunks": context_chunks,
             "first_generated_frame": first_generated_frame(context_chunks, pipe.preset.model.chunk_frames),
             "clips": len(clips), "rows": report,

@@ -75,7 +75,8 @@ def test_forcing_loss_sees_its_context_as_feed_leaves_it(random_pipe):
 
 def test_continuation_videos_keep_the_shown_frames_out(random_pipe):
     clip = render_clip(heldout_seed(0), WORLDS["simple"])
-    videos = continuation.continuation_videos(random_pipe, clip, 3, "fixed")
+    real = continuation.clip_latent(random_pipe, clip)
+    videos = continuation.continuation_videos(random_pipe, clip, real, 3, "fixed")
     first = continuation.first_generated_frame(3, random_pipe.preset.model.chunk_frames)
     assert first == 33
     assert list(videos) == list(continuation.ROWS)
@@ -87,7 +88,8 @@ def test_continuation_videos_keep_the_shown_frames_out(random_pipe):
 
 def test_context_errors_compare_contexts_with_the_copy_floor(random_pipe):
     clips = [render_clip(heldout_seed(i), WORLDS["simple"]) for i in range(2)]
-    errors = continuation.context_errors(random_pipe, clips, 2, sigmas=(0.5, 0.95))
+    latents = [continuation.clip_latent(random_pipe, clip) for clip in clips]
+    errors = continuation.context_errors(random_pipe, clips, latents, 2, sigmas=(0.5, 0.95))
     assert list(errors) == list(continuation.CONTEXTS)
     cf = random_pipe.preset.model.chunk_frames
     floor = []
@@ -101,9 +103,9 @@ def test_context_errors_compare_contexts_with_the_copy_floor(random_pipe):
     # slow CLI test asks the trained student for more).
     assert own != other
     with pytest.raises(ValueError, match="at least 2 clips"):
-        continuation.context_errors(random_pipe, clips[:1], 2)
+        continuation.context_errors(random_pipe, clips[:1], latents[:1], 2)
     with pytest.raises(ValueError, match=r"allowed range 1\.\.6"):
-        continuation.context_errors(random_pipe, clips, 7)
+        continuation.context_errors(random_pipe, clips, latents, 7)
 
 
 @pytest.mark.slow
