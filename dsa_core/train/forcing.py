@@ -114,9 +114,9 @@ class ForcingStage(DmdStage):
         self.opt.param_groups[0]["lr"] = cfg.forcing_lr if step < cfg.forcing_steps else cfg.lr
         if step == cfg.forcing_steps and step > 0:
             # DMD starts from the forcing phase's EMA with a fresh optimiser, as the session runs
-            # that brought the objects back did; the full stage carrying the raw student and
-            # AdamW's moments at lr 1e-4 across scored 1.5 lower with fewer objects drawn
-            # (docs/experiments.md, "A student does not carry on a motion it is shown").
+            # did: the EMA is the smoother student, and AdamW's moments at the forcing rate do not
+            # fit DMD's.  (Runs with and without this scored alike; the score of the DMD phase
+            # varies more with its draws: docs/experiments.md, "A student does not carry on…".)
             self.student.load_state_dict(self.ema.state_dict())
             self.opt.state.clear()
         if step >= cfg.forcing_steps:
