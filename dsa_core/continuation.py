@@ -84,6 +84,8 @@ def context_errors(pipe: StreamingPipeline, clips: list[Clip], latents: list[tor
     check_context_chunks(context_chunks, clips[0], cf)
     if len(clips) < 2:
         raise ValueError("context_errors needs at least 2 clips (one's context is shown to another)")
+    if len(latents) != len(clips):
+        raise ValueError(f"context_errors got {len(latents)} latents for {len(clips)} clips: one clip_latent a clip")
     start = context_chunks * cf
     noise_gen = torch.Generator().manual_seed(seed)
     sums = {c: [0.0] * len(sigmas) for c in CONTEXTS}

@@ -106,6 +106,8 @@ def test_context_errors_compare_contexts_with_the_copy_floor(random_pipe):
         continuation.context_errors(random_pipe, clips[:1], latents[:1], 2)
     with pytest.raises(ValueError, match=r"allowed range 1\.\.6"):
         continuation.context_errors(random_pipe, clips, latents, 7)
+    with pytest.raises(ValueError, match="1 latents for 2 clips"):
+        continuation.context_errors(random_pipe, clips, latents[:1], 2)
 
 
 @pytest.mark.slow
