@@ -36,10 +36,9 @@ from .model import CausalWanModel
 from .pipeline import StreamingPipeline
 from .schedules import make_schedule
 from .text import TextEncoder
-from .train.data import to_video_tensor
 from .train.ode import OdeConfig
 from .train.teacher import grid_start, load_teacher_folder, teacher_folder_problem, teacher_sample
-from .vae import StreamingDecoder, encode, to_uint8_frames
+from .vae import StreamingDecoder, encode, to_uint8_frames, to_video_tensor
 from .world import WORLDS, Clip, heldout_seed, render_clip
 
 # (label, schedule name, parameters): the rows of DSA's Table 2 plus FFE and diagonal.

@@ -2,12 +2,13 @@
 
 The bench asks a student to draw its caption from noise, which mixes what it cannot choose (a
 motion, from noise) with what it cannot keep (a motion under way).  This asks the second
-question alone: the first chunks of held-out one-object clips enter the KV cache clean
-(`Rollout.feed`, as the context pass leaves a generated chunk), the student generates the rest
-under the clip's caption, and the generated frames are scored beside the same frames of the
-real clip, of its VAE round trip (the most the student can keep) and of the student's own
-video from noise on the same noise (what the shown frames add).  One-object clips without
-events: a cut or a turn after the shown frames could not be continued from them.
+question alone: the first chunks of held-out one-object clips are given to `generate` as the
+video to continue (its `context`: they enter the KV cache as the context pass leaves a
+generated chunk), the student generates the rest under the clip's caption, and the generated
+frames are scored beside the same frames of the real clip, of its VAE round trip (the most the
+student can keep) and of the student's own video from noise on the same noise (what the shown
+frames add).  One-object clips without events: a cut or a turn after the shown frames could
+not be continued from them.
 
 Beside it, without sampling, the context error: how well one forward predicts the next chunk
 from heavy noise with the clip's own chunks in the cache, with another clip's, and against
@@ -28,8 +29,7 @@ from .eval import Evaluator, continuation
 from .evalnet import ATTRIBUTES, AttributeNet
 from .pipeline import Rollout, StreamingPipeline
 from .schedules import SCHEDULES, make_schedule
-from .train.data import to_video_tensor
-from .vae import StreamingDecoder, encode, to_uint8_frames
+from .vae import StreamingDecoder, encode, to_uint8_frames, to_video_tensor
 from .world import WORLDS, Clip, heldout_seed, render_clip
 
 ROWS = ("real clip", "VAE round trip", "student, continuing the clip", "student, from noise")
@@ -53,22 +53,18 @@ def clip_latent(pipe: StreamingPipeline, clip: Clip) -> torch.Tensor:
 @torch.no_grad()
 def continuation_videos(pipe: StreamingPipeline, clip: Clip, real: torch.Tensor, context_chunks: int,
                         schedule: str, seed: int = 0) -> dict[str, np.ndarray]:
-    """Each row of `ROWS` for one clip (`real`: its `clip_latent`): uint8 frames from the first generated frame on."""
-    p, cf = pipe.preset, pipe.preset.model.chunk_frames
-    chunks = real.shape[2] // cf
-    text = pipe.encode_prompt(clip.caption)
-    latents = {"VAE round trip": real}
-    for row, shown in (("student, continuing the clip", context_chunks), ("student, from noise", 0)):
-        rollout = Rollout(pipe.model, pipe.scheduler, make_schedule(schedule, p), p, seed, device=pipe.device,
-                          dtype=pipe.dtype)
-        for k in range(shown):
-            rollout.feed(real[:, :, k * cf:(k + 1) * cf], text)
-        generated = [rollout.next_chunk(text).x0 for _ in range(shown, chunks)]
-        latents[row] = torch.cat([real[:, :, :shown * cf], *generated], 2)
-    first = first_generated_frame(context_chunks, cf)
-    videos = {"real clip": clip.frames[first:]}
-    for row, z in latents.items():
-        videos[row] = to_uint8_frames(StreamingDecoder(pipe.vae).decode(z.float()))[first:]
+    """Each row of `ROWS` for one clip (`real`: its `clip_latent`): uint8 frames from the first
+    generated frame on.  The student's rows are what `generate` streams, with and without the
+    clip's first frames as its `context`."""
+    first = first_generated_frame(context_chunks, pipe.preset.model.chunk_frames)
+    fps = pipe.preset.sampling.fps
+    videos = {"real clip": clip.frames[first:],
+              "VAE round trip": to_uint8_frames(StreamingDecoder(pipe.vae).decode(real.float()))[first:]}
+    continuing = pipe.generate(clip.caption, schedule, seconds=(len(clip.frames) - first) / fps, seed=seed,
+                               context=clip.frames[:first])
+    from_noise = pipe.generate(clip.caption, schedule, seconds=(len(clip.frames) - 1) / fps, seed=seed)
+    videos["student, continuing the clip"] = np.concatenate([event.frames for event in continuing])
+    videos["student, from noise"] = np.concatenate([event.frames for event in from_noise])[first:]
     return {row: videos[row] for row in ROWS}
 
 

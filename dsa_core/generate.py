@@ -9,7 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .media import Mp4Writer
+from .config import get_preset
+from .media import Mp4Writer, read_video
 from .pipeline import StreamingPipeline
 from .schedules import SCHEDULES
 
@@ -51,7 +52,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--margin", type=float, help="adaptive/proxy: stop when conf >= previous chunk's - margin")
     p.add_argument("--tol", type=float, help="adaptive/proxy: stop when conf changed less than tol")
     p.add_argument("--min-steps", dest="min_steps", type=int, help="adaptive/proxy: never stop before this step")
-    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--seconds", type=float, default=5.0, help="video length (with --continue: after the given one)")
+    p.add_argument(
+        "--continue", dest="continue_from", metavar="VIDEO",
+        help="a video file to continue: scaled and cropped to the model's frame, at its fps; the output starts with "
+        "its last frames that fill whole chunks",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="tiny")
     p.add_argument("--weights", help="weights folder (default: weights/<model>)")
@@ -69,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         params = schedule_params(args)
+        context = None
+        if args.continue_from is not None:  # read before the weights load: a bad file fails fast
+            s = get_preset(args.model).sampling
+            context = read_video(args.continue_from, s.height, s.width, s.fps, round(s.max_seconds * s.fps) + 1)
         if args.random_init:
             print(
                 f"NOTE: --random-init: the {args.model} model runs with RANDOM weights; "
@@ -80,14 +90,15 @@ def main(argv: list[str] | None = None) -> int:
             low_memory=args.low_memory, compile=args.compile, hub_cache_dir=args.hub_cache_dir,
             hub_revision=args.hub_revision,
         )
-        gen = pipe.generate(args.prompt, args.schedule, seconds=args.seconds, seed=args.seed, **params)
+        gen = pipe.generate(args.prompt, args.schedule, seconds=args.seconds, seed=args.seed, context=context, **params)
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     out = Path(args.out)
     writer = Mp4Writer(out, pipe.preset.sampling.fps)
     try:
-        with tqdm(total=gen.num_chunks, unit="chunk", desc=f"{args.schedule}") as bar:
+        writer.write(gen.context_frames)
+        with tqdm(total=gen.num_chunks - gen.context_chunks, unit="chunk", desc=f"{args.schedule}") as bar:
             for event in gen:
                 writer.write(event.frames)
                 bar.set_postfix(steps=event.steps, nfe=event.nfe, conf=f"{event.confidence[-1]:.3f}")

@@ -1,7 +1,8 @@
-"""Writing videos: H.264 MP4 through imageio-ffmpeg's bundled ffmpeg."""
+"""Reading and writing videos through imageio-ffmpeg's bundled ffmpeg: H.264 MP4 out, any format in."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -22,6 +23,8 @@ class Mp4Writer:
         self.frames = 0
 
     def write(self, frames: np.ndarray) -> None:
+        if not len(frames):  # nothing to write, and no frame size to open the file with
+            return
         if self._gen is None:
             # Imported here, not at the top: a training host (which only writes PNG sheets
             # through this module) needs no ffmpeg binary.
@@ -61,6 +64,35 @@ def write_mp4(path: str | Path, chunks: Iterable[np.ndarray], fps: int) -> int:
     finally:
         writer.close()
     return writer.frames
+
+
+def read_video(path: str | Path, height: int, width: int, fps: int, max_frames: int) -> np.ndarray:
+    """A video file's frames as uint8 [T, height, width, 3] at `fps`: scaled to cover the frame and
+    centre-cropped, by ffmpeg's own filters.  Refuses a file that is not a video, or one of more
+    than `max_frames` frames at `fps`, with a `ValueError` naming the file."""
+    import imageio_ffmpeg
+
+    # It warns whenever the frames it returns differ in size from the file's, here on purpose.
+    logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    scale = f"fps={fps},scale={width}:{height}:force_original_aspect_ratio=increase,crop={width}:{height}"
+    frames: list[np.ndarray] = []
+    reader = imageio_ffmpeg.read_frames(str(path), output_params=["-vf", scale])
+    try:
+        next(reader)  # the metadata; the frames follow at the filtered size
+        for raw in reader:
+            if len(frames) == max_frames:
+                raise ValueError(f"{path} has more than {max_frames} frames at {fps} fps; cut it to at most that")
+            frames.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
+    except (OSError, RuntimeError) as err:
+        raise ValueError(f"{path} could not be read as a video: {str(err).strip().splitlines()[0]}") from None
+    finally:
+        reader.close()
+    if not frames:
+        raise ValueError(f"{path} holds no video frames")
+    return np.stack(frames)
 
 
 def contact_sheet(frames_per_row: list[np.ndarray], scale: int = 3, gap: int = 2) -> np.ndarray:

@@ -26,7 +26,7 @@ from .model import CausalWanModel, KVCache, TextContext
 from .scheduler import FlowMatchScheduler
 from .schedules import Schedule, make_schedule
 from .text import TextEncoder
-from .vae import StreamingDecoder, to_uint8_frames
+from .vae import StreamingDecoder, encode, to_uint8_frames, to_video_tensor
 
 
 @dataclass
@@ -203,7 +203,9 @@ class Generation:
     """One streaming video: iterate it for `ChunkEvent`s.
 
     `change_prompt` and `cancel` may be called from another thread; both take effect
-    between chunks.
+    between chunks.  With `context` (frames of whole chunks, `StreamingPipeline.check_context`)
+    the video continues those frames: their chunks enter the KV cache first, then `latent_frames`
+    more are generated, one event a chunk (`index` from `context_chunks` on).
     """
 
     def __init__(
@@ -213,14 +215,17 @@ class Generation:
         schedule: Schedule,
         latent_frames: int,
         seed: int,
+        context: np.ndarray | None = None,
     ) -> None:
         self.pipe = pipe
         self.schedule = schedule
         self.seed = seed
-        self.latent_frames = latent_frames
         cf = pipe.preset.model.chunk_frames
-        self.num_chunks = latent_frames // cf
-        self.num_frames = 1 + 4 * (latent_frames - 1)
+        self.context_frames = context if context is not None else np.zeros((0, 0, 0, 3), np.uint8)
+        self.context_chunks = (len(self.context_frames) + 3) // (4 * cf)  # inverts 1 + 4·(cf·k − 1)
+        self.latent_frames = self.context_chunks * cf + latent_frames
+        self.num_chunks = self.latent_frames // cf
+        self.num_frames = 1 + 4 * (self.latent_frames - 1)
         self.nfe = 0
         self.cancelled = False
         self._cancel = threading.Event()
@@ -249,9 +254,27 @@ class Generation:
         decoder = StreamingDecoder(pipe.vae)
         window_chunks, sink_chunks = p.sampling.window_frames // cf, p.sampling.sink_frames // cf
         cached: list[_CachedChunk] = []
+
+        def remember(chunk: _CachedChunk) -> None:
+            cached.append(chunk)
+            if len(cached) > window_chunks:  # mirror the cache's eviction
+                del cached[sink_chunks]
+
         start = time.perf_counter()
         text = pipe.encode_prompt(self._prompt)
-        for k in range(self.num_chunks):
+        if self.context_chunks:
+            with torch.inference_mode():
+                latents = encode(pipe.vae, to_video_tensor([self.context_frames])).to(pipe.device, pipe.dtype)
+                for k in range(self.context_chunks):
+                    x0 = latents[:, :, k * cf : (k + 1) * cf]
+                    rollout.feed(x0, text)
+                    self.nfe += 1  # its context pass
+                    t = self.schedule.context_t
+                    remember(_CachedChunk(x0, k * cf, True, t, t))
+                    # Decoded and dropped: the decoder's causal cache must hold the given frames
+                    # for the first generated chunk to decode as their continuation.
+                    decoder.decode(x0.float())
+        for k in range(self.context_chunks, self.num_chunks):
             if self._cancel.is_set():
                 self.cancelled = True
                 return
@@ -269,9 +292,7 @@ class Generation:
                 result = rollout.next_chunk(text)
                 self.nfe += result.nfe
                 s = self.schedule
-                cached.append(_CachedChunk(result.x0, k * cf, s.context_pass, s.context_t, result.timesteps[-1]))
-                if len(cached) > window_chunks:  # mirror the cache's eviction
-                    del cached[sink_chunks]
+                remember(_CachedChunk(result.x0, k * cf, s.context_pass, s.context_t, result.timesteps[-1]))
                 t1 = pipe.synchronize()
                 frames = to_uint8_frames(decoder.decode(result.x0.float()))
                 t2 = pipe.synchronize()
@@ -309,7 +330,8 @@ class Generation:
         """Everything `generate` writes beside the MP4."""
         return {
             "nfe": self.nfe,
-            "num_frames": sum(int(e.frames.shape[0]) for e in self.events),
+            "num_frames": len(self.context_frames) + sum(int(e.frames.shape[0]) for e in self.events),
+            "context_frames": len(self.context_frames),
             "planned_frames": self.num_frames,
             "fps": self.pipe.preset.sampling.fps,
             "schedule": self.schedule.name,
@@ -425,11 +447,31 @@ class StreamingPipeline:
             raise ValueError(f"seed={seed!r} must be an integer in 0..{2**63 - 1}")
         return int(seed)
 
-    def latent_frames(self, seconds: float) -> int:
-        """Whole chunks of latent frames covering `seconds` (first latent = 1 frame, then 4 each)."""
+    def check_context(self, frames: object) -> np.ndarray:
+        """Frames of a video to continue, uint8 [T, H, W, 3] at the model's size: the last of them
+        that fill whole chunks (1 + 4·(cf·k − 1) frames for k chunks of cf latent frames), with a
+        warning when any are cut."""
+        s, cf = self.preset.sampling, self.preset.model.chunk_frames
+        first = 1 + 4 * (cf - 1)  # chunk 0's frames; each later chunk adds 4·cf
+        wanted = f"uint8 frames [T, {s.height}, {s.width}, 3] with T >= {first}"
+        if not isinstance(frames, np.ndarray):
+            raise ValueError(f"context must be {wanted}; got {type(frames).__name__}")
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != (s.height, s.width, 3):
+            raise ValueError(f"context must be {wanted}; got {frames.dtype} {list(frames.shape)}")
+        if len(frames) < first:
+            raise ValueError(f"context has {len(frames)} frames; at least {first} (one chunk) are needed")
+        kept = first + 4 * cf * ((len(frames) - first) // (4 * cf))
+        if kept < len(frames):
+            warnings.warn(f"the context's first {len(frames) - kept} frames were dropped: the video continues "
+                          f"its last {kept}, which fill whole chunks", UserWarning, stacklevel=3)
+        return frames[len(frames) - kept :]
+
+    def latent_frames(self, seconds: float, continued: bool = False) -> int:
+        """Whole chunks of latent frames covering `seconds` (first latent = 1 frame, then 4 each;
+        `continued`: after a given video, where every latent frame is 4)."""
         cf = self.preset.model.chunk_frames
         pixel = max(1, round(seconds * self.preset.sampling.fps))
-        latent = 1 + math.ceil((pixel - 1) / 4)
+        latent = math.ceil(pixel / 4) if continued else 1 + math.ceil((pixel - 1) / 4)
         return cf * math.ceil(latent / cf)
 
     def encode_prompt(self, prompt: str) -> TextContext:
@@ -448,12 +490,22 @@ class StreamingPipeline:
         schedule: str | Schedule = "adaptive",
         seconds: float = 5.0,
         seed: int = 0,
+        context: np.ndarray | None = None,
         **schedule_params,
     ) -> Generation:
-        """Validate a request and return its (lazy) `Generation`; nothing runs until iterated."""
+        """Validate a request and return its (lazy) `Generation`; nothing runs until iterated.
+
+        `context`: frames of a video to continue (`check_context`); `seconds` more are generated
+        after them, and the two together may not exceed the longest video allowed."""
         prompt = self.check_prompt(prompt)
         seconds = self.check_seconds(seconds)
         seed = self.check_seed(seed)
+        if context is not None:
+            context = self.check_context(context)
+            given, limit = len(context) / self.preset.sampling.fps, self.preset.sampling.max_seconds
+            if given + seconds > limit:
+                raise ValueError(f"the context's {given:.2f} s and seconds={seconds!r} make {given + seconds:.2f} s; "
+                                 f"a video may be at most {limit} s")
         if schedule == "adaptive" and not self.trained_head:
             warnings.warn(
                 f"{self.preset.name} has no trained confidence head: 'adaptive' runs as 'proxy' "
@@ -465,7 +517,8 @@ class StreamingPipeline:
             schedule = make_schedule(schedule, self.preset, **schedule_params)
         elif schedule_params:
             raise ValueError("schedule parameters go to make_schedule when schedule is given by name")
-        return Generation(self, prompt, schedule, self.latent_frames(seconds), seed)
+        latent_frames = self.latent_frames(seconds, continued=context is not None)
+        return Generation(self, prompt, schedule, latent_frames, seed, context)
 
     def synchronize(self) -> float:
         if self.device.type == "cuda":

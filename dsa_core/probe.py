@@ -26,9 +26,8 @@ from .model import CausalWanModel
 from .pipeline import StreamingPipeline
 from .scheduler import FlowMatchScheduler
 from .text import TextEncoder
-from .train.data import to_video_tensor
 from .train.teacher import load_teacher_folder, teacher_folder_problem
-from .vae import encode
+from .vae import encode, to_video_tensor
 from .world import SIMPLE_CONFIG, WorldConfig, caption_variants, heldout_seed, render_spec, sample_clip
 
 # Noise levels probed: the bench's --renoise showed motion and shape decided between 0.5 and 0.85.

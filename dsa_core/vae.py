@@ -152,6 +152,12 @@ class StreamingDecoder:
         return out.clamp(-1.0, 1.0)
 
 
+def to_video_tensor(frames: list[np.ndarray]) -> torch.Tensor:
+    """uint8 clips [T, H, W, 3] → float video [B, 3, T, H, W] in [-1, 1]: the inverse of `to_uint8_frames`."""
+    x = torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3).float()
+    return x / 127.5 - 1.0
+
+
 def to_uint8_frames(video: torch.Tensor, index: int = 0) -> np.ndarray:
     """Batch element `index` of a video [B, 3, T, H, W] in [-1, 1] → uint8 frames [T, H, W, 3]."""
     frames = VideoProcessor().postprocess_video(video[index : index + 1], output_type="np")[0]

@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from dsa_core import bench, continuation, generate, probe
@@ -40,6 +41,15 @@ API = [
     ("api-min-above-max", {"schedule": "adaptive", "min_steps": 4, "max_steps": 2},
      r"min_steps=4 is outside the allowed range 1..2"),
     ("api-counts-empty", {"schedule": "diagonal", "counts": []}, "must list at least one step count in 1..4"),
+    ("api-context-size", {"context": np.zeros((21, 32, 32, 3), np.uint8)},
+     r"context must be uint8 frames \[T, 64, 64, 3\] with T >= 9; got uint8 \[21, 32, 32, 3\]"),
+    ("api-context-float", {"context": np.zeros((21, 64, 64, 3), np.float32)},
+     r"context must be uint8 frames .*; got float32 \[21, 64, 64, 3\]"),
+    ("api-context-list", {"context": [[0]]}, r"context must be uint8 frames .*; got list"),
+    ("api-context-short", {"context": np.zeros((8, 64, 64, 3), np.uint8)},
+     r"context has 8 frames; at least 9 \(one chunk\) are needed"),
+    ("api-context-too-long", {"context": np.zeros((909, 64, 64, 3), np.uint8), "seconds": 5},
+     r"the context's 56.81 s and seconds=5.0 make 61.81 s; a video may be at most 60.0 s"),
 ]
 
 
@@ -78,6 +88,8 @@ CLI = [
     ("cli-generate-seed", generate.main, ["--prompt", "a ball", "--seed", "-3"], "seed=-3 must be an integer"),
     ("cli-generate-truncated-weights", generate.main, ["--prompt", "a ball", "--weights", "{weights}"],
      "transformer.safetensors does not match its sha256"),
+    ("cli-generate-continue-not-video", generate.main, ["--prompt", "a ball", "--continue", "{tmp}/bad.json"],
+     r"bad.json could not be read as a video"),
     ("cli-generate-missing-weights", generate.main, ["--prompt", "a ball", "--weights", "{tmp}/none"],
      "MANIFEST is missing"),
     ("cli-train-unknown-stage", train_main, ["distill"], "invalid choice: 'distill'"),

@@ -9,10 +9,9 @@ import torch
 from dsa_core import continuation
 from dsa_core.pipeline import Rollout
 from dsa_core.schedules import make_schedule
-from dsa_core.train.data import to_video_tensor
 from dsa_core.train.forcing import forcing_loss
 from dsa_core.train.teacher import add_random_noise
-from dsa_core.vae import encode
+from dsa_core.vae import encode, to_video_tensor
 from dsa_core.world import WORLDS, heldout_seed, render_clip
 
 

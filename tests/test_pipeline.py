@@ -1,5 +1,6 @@
 """The streaming pipeline on the tiny preset with random weights: events, determinism, control, bad input."""
 
+import dataclasses
 import json
 import math
 import shutil
@@ -201,3 +202,86 @@ def test_compiled_transformer_gives_the_same_video():
     a = frames_of(plain.generate("a red ball", "fixed", seconds=2, seed=0, steps=2))
     b = frames_of(compiled.generate("a red ball", "fixed", seconds=2, seed=0, steps=2))
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+
+
+def one_object_clip(index: int = 0):
+    from dsa_core.world import WORLDS, heldout_seed, render_clip
+
+    return render_clip(heldout_seed(index), WORLDS["simple"])
+
+
+def test_a_given_video_is_continued_as_the_rollout_feeds_it(random_pipe):
+    """`context`: the given frames' chunks enter the cache (`Rollout.feed`), the rest is generated."""
+    from dsa_core.pipeline import Rollout
+    from dsa_core.schedules import make_schedule
+    from dsa_core.vae import encode, to_video_tensor
+
+    clip = one_object_clip()
+    with pytest.warns(UserWarning, match="first 7 frames were dropped"):
+        gen = random_pipe.generate(clip.caption, "fixed", seconds=2, seed=2, steps=2, context=clip.frames[:40])
+    events = list(gen)
+    assert gen.context_chunks == 3 and len(gen.context_frames) == 33
+    assert np.array_equal(gen.context_frames, clip.frames[7:40])  # its last frames that fill whole chunks
+    assert [e.index for e in events] == [3, 4, 5] and gen.num_chunks == 6
+    assert events[0].first_frame == 33
+    assert [e.nfe for e in events] == [3 + 3 * k for k in (1, 2, 3)]  # 3 fed chunks, then 2 steps + context pass
+    summary = gen.summary()
+    assert summary["context_frames"] == 33 and summary["num_frames"] == summary["planned_frames"] == 33 + 36
+
+    # By hand: the same chunks fed to a rollout, the same noise, the same steps.
+    cf, p = random_pipe.preset.model.chunk_frames, random_pipe.preset
+    z = encode(random_pipe.vae, to_video_tensor([clip.frames[7:40]]))
+    text = random_pipe.encode_prompt(clip.caption)
+    rollout = Rollout(random_pipe.model, random_pipe.scheduler, make_schedule("fixed", p, steps=2), p, 2)
+    with torch.inference_mode():
+        for k in range(3):
+            rollout.feed(z[:, :, k * cf:(k + 1) * cf], text)
+        by_hand = [rollout.next_chunk(text).x0 for _ in range(3)]
+    assert all(torch.equal(e.latents, x) for e, x in zip(events, by_hand))
+    # The generated frames decode as the given video's continuation, not as a video of their own.
+    whole = to_uint8_frames(StreamingDecoder(random_pipe.vae).decode(torch.cat([z, *by_hand], 2)))
+    assert np.array_equal(frames_of(events), whole[33:])
+    alone = to_uint8_frames(StreamingDecoder(random_pipe.vae).decode(torch.cat(by_hand, 2)))
+    assert not np.array_equal(frames_of(events)[-12:], alone[-12:])
+
+
+def test_the_given_video_changes_what_follows(random_pipe):
+    a, b = one_object_clip(0), one_object_clip(1)
+    after = [frames_of(random_pipe.generate(a.caption, "fixed", seconds=1, seed=0, steps=1, context=c.frames[:21]))
+             for c in (a, b)]
+    assert not np.array_equal(*after)
+
+
+def test_a_continued_video_takes_a_new_prompt_and_recaches_the_given_chunks(random_pipe):
+    clip = one_object_clip()
+    gen = random_pipe.generate(clip.caption, "fixed", seconds=2, seed=0, steps=1, context=clip.frames[:21])
+    nfe = []
+    for event in gen:
+        nfe.append(event.nfe)
+        if event.index == 2:
+            gen.change_prompt("a blue square", recache=True)
+    # 2 fed chunks; chunk 2: 1 step + context pass; chunk 3: 3 re-cached chunks, then 2 more.
+    assert nfe == [2 + 2, 4 + 3 + 2, 9 + 2] and gen.events[-1].prompt == "a blue square"
+
+
+@pytest.mark.slow
+def test_cli_continues_a_video_file_of_another_size(tmp_path, capsys):
+    from dsa_core.media import read_video, write_mp4
+    from dsa_core.world import WORLDS, heldout_seed, render_clip
+
+    world = dataclasses.replace(WORLDS["simple"], height=96, width=128)
+    given = tmp_path / "given.mp4"
+    write_mp4(given, [render_clip(heldout_seed(0), world).frames[:33]], 16)
+    out = tmp_path / "more.mp4"
+    rc = cli.main(["--prompt", "a red ball", "--schedule", "fixed", "--steps", "1", "--seconds", "1",
+                   "--random-init", "--continue", str(given), "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    summary = json.loads(out.with_suffix(".json").read_text())
+    assert summary["context_frames"] == 33 and summary["num_frames"] == 33 + 24
+    assert [c["index"] for c in summary["chunks"]] == [3, 4]
+    written = read_video(out, 64, 64, 16, 100)
+    assert written.shape == (57, 64, 64, 3)
+    # The output opens with the given video, scaled and cropped to 64×64 (H.264 is lossy twice).
+    shown = read_video(given, 64, 64, 16, 100)
+    assert np.abs(written[:33].astype(int) - shown.astype(int)).mean() < 4
+

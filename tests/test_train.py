@@ -494,8 +494,8 @@ def test_object_probe_marks_the_cells_the_training_caches_mark():
 def test_latent_cache_is_the_same_whatever_the_worker_count(tmp_path):
     """Clips render in a process pool; the cache must still be a function of the seeds alone."""
     from dsa_core.config import TINY
-    from dsa_core.train.data import LatentCache, to_video_tensor, world_config
-    from dsa_core.vae import encode, make_vae
+    from dsa_core.train.data import LatentCache, world_config
+    from dsa_core.vae import encode, make_vae, to_video_tensor
     from dsa_core.world import render_clip, train_seed
 
     torch.manual_seed(0)

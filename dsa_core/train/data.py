@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..vae import encode
+from ..vae import encode, to_video_tensor
 from ..world import (
     COLORS,
     MOTIONS,
@@ -43,12 +43,6 @@ def latent_cache_path(out_dir: str | Path, vae_id: str, clips: int, world: World
     tag = f"_{name}" if name else ""
     # "_attributes": caches from before `LatentCache.attributes` existed are rebuilt, not misread.
     return Path(out_dir) / "latents" / f"{vae_id}_{clips}_{world.num_frames}{speed}{tag}_attributes.pt"
-
-
-def to_video_tensor(frames: list[np.ndarray]) -> torch.Tensor:
-    """uint8 clips [T, H, W, 3] → float video [B, 3, T, H, W] in [-1, 1]."""
-    x = torch.from_numpy(np.stack(frames)).permute(0, 4, 1, 2, 3).float()
-    return x / 127.5 - 1.0
 
 
 def random_indices(g: torch.Generator, n: int, high: int) -> list[int]:

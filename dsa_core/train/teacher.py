@@ -29,11 +29,11 @@ from ..media import contact_sheet
 from ..model import CausalWanModel, ModelOutput
 from ..scheduler import FlowMatchScheduler
 from ..text import TextEncoder
-from ..vae import encode, latents_to_vae, load_vae, to_uint8_frames, use_fast_cpu_kernels
+from ..vae import encode, latents_to_vae, load_vae, to_uint8_frames, to_video_tensor, use_fast_cpu_kernels
 from ..weights import MANIFEST, sha256, verify_manifest
 from ..world import WorldConfig, heldout_seed, render_clip, render_spec, sample_clip
 from .common import Stage, StageConfig, device_generator, ema_update, optimizer_step, set_lr, video_frames
-from .data import CELL_ATTRIBUTES, LatentCache, latent_cache_path, object_cells, to_video_tensor, world_config
+from .data import CELL_ATTRIBUTES, LatentCache, latent_cache_path, object_cells, world_config
 
 
 @dataclass
