@@ -27,7 +27,7 @@ import torch
 
 from .eval import Evaluator, continuation
 from .evalnet import ATTRIBUTES, AttributeNet
-from .pipeline import Rollout, StreamingPipeline
+from .pipeline import Rollout, StreamingPipeline, chunk_start_frame
 from .schedules import SCHEDULES, make_schedule
 from .vae import StreamingDecoder, encode, to_uint8_frames, to_video_tensor
 from .world import WORLDS, Clip, heldout_seed, render_clip
@@ -37,11 +37,6 @@ MAX_CLIPS = 64
 # Noise levels at which the context error is read: where a few-step student decides a chunk.
 CONTEXT_SIGMAS = (0.5, 0.8, 0.95)
 CONTEXTS = ("own clip", "another clip", "copy the last shown frame")
-
-
-def first_generated_frame(context_chunks: int, chunk_frames: int) -> int:
-    """The first pixel frame after `context_chunks` chunks (latent frame 0 decodes to 1 frame, then 4 each)."""
-    return 1 + 4 * (context_chunks * chunk_frames - 1)
 
 
 @torch.no_grad()
@@ -56,7 +51,7 @@ def continuation_videos(pipe: StreamingPipeline, clip: Clip, real: torch.Tensor,
     """Each row of `ROWS` for one clip (`real`: its `clip_latent`): uint8 frames from the first
     generated frame on.  The student's rows are what `generate` streams, with and without the
     clip's first frames as its `context`."""
-    first = first_generated_frame(context_chunks, pipe.preset.model.chunk_frames)
+    first = chunk_start_frame(context_chunks, pipe.preset.model.chunk_frames)
     fps = pipe.preset.sampling.fps
     videos = {"real clip": clip.frames[first:],
               "VAE round trip": to_uint8_frames(StreamingDecoder(pipe.vae).decode(real.float()))[first:]}
@@ -133,7 +128,7 @@ def score_continuations(pipe: StreamingPipeline, evaluator: Evaluator, clips: li
                        "blind": s["blind_by_attribute"]}
     errors = context_errors(student, clips, latents, context_chunks, seed=seed) if len(clips) > 1 else None
     return {"student": student.student, "schedule": schedule, "context_chunks": context_chunks,
-            "first_generated_frame": first_generated_frame(context_chunks, pipe.preset.model.chunk_frames),
+            "first_generated_frame": chunk_start_frame(context_chunks, pipe.preset.model.chunk_frames),
             "clips": len(clips), "rows": report,
             "context_error": None if errors is None else {"sigmas": list(CONTEXT_SIGMAS), "contexts": errors}}
 

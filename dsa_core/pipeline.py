@@ -100,6 +100,12 @@ def renoise(scheduler: FlowMatchScheduler, x0: torch.Tensor, sigma: float, gener
     return scheduler.add_noise(x0, noise, sigma)
 
 
+def chunk_start_frame(chunk: int, chunk_frames: int) -> int:
+    """Index of chunk `chunk`'s first pixel frame: latent frame 0 decodes to 1 frame, every later
+    one to 4, so chunk k > 0 starts at 1 + 4·(k·cf − 1); it is also the frame count of k chunks."""
+    return 0 if chunk == 0 else 1 + 4 * (chunk * chunk_frames - 1)
+
+
 class Rollout:
     """The autoregressive loop over chunks, at the latent level; shared by inference and training.
 
@@ -222,7 +228,7 @@ class Generation:
         self.seed = seed
         cf = pipe.preset.model.chunk_frames
         self.context_frames = context if context is not None else np.zeros((0, 0, 0, 3), np.uint8)
-        self.context_chunks = (len(self.context_frames) + 3) // (4 * cf)  # inverts 1 + 4·(cf·k − 1)
+        self.context_chunks = (len(self.context_frames) + 3) // (4 * cf)  # inverts chunk_start_frame
         self.latent_frames = self.context_chunks * cf + latent_frames
         self.num_chunks = self.latent_frames // cf
         self.num_frames = 1 + 4 * (self.latent_frames - 1)
@@ -309,7 +315,7 @@ class Generation:
                     transformer_ms=(t1 - t0) * 1e3,
                     decode_ms=(t2 - t1) * 1e3,
                     prompt=self._prompt,
-                    first_frame=0 if k == 0 else 1 + 4 * (k * cf - 1),
+                    first_frame=chunk_start_frame(k, cf),
                     elapsed_s=t2 - start,
                 )
             self.events.append(event)
@@ -449,10 +455,10 @@ class StreamingPipeline:
 
     def check_context(self, frames: object) -> np.ndarray:
         """Frames of a video to continue, uint8 [T, H, W, 3] at the model's size: the last of them
-        that fill whole chunks (1 + 4·(cf·k − 1) frames for k chunks of cf latent frames), with a
-        warning when any are cut."""
+        that fill whole chunks (`chunk_start_frame(k, cf)` frames for k chunks), with a warning
+        when any are cut."""
         s, cf = self.preset.sampling, self.preset.model.chunk_frames
-        first = 1 + 4 * (cf - 1)  # chunk 0's frames; each later chunk adds 4·cf
+        first = chunk_start_frame(1, cf)
         wanted = f"uint8 frames [T, {s.height}, {s.width}, 3] with T >= {first}"
         if not isinstance(frames, np.ndarray):
             raise ValueError(f"context must be {wanted}; got {type(frames).__name__}")
@@ -460,7 +466,7 @@ class StreamingPipeline:
             raise ValueError(f"context must be {wanted}; got {frames.dtype} {list(frames.shape)}")
         if len(frames) < first:
             raise ValueError(f"context has {len(frames)} frames; at least {first} (one chunk) are needed")
-        kept = first + 4 * cf * ((len(frames) - first) // (4 * cf))
+        kept = chunk_start_frame(1 + (len(frames) - first) // (4 * cf), cf)
         if kept < len(frames):
             warnings.warn(f"the context's first {len(frames) - kept} frames were dropped: the video continues "
                           f"its last {kept}, which fill whole chunks", UserWarning, stacklevel=3)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dsa_core import continuation
-from dsa_core.pipeline import Rollout
+from dsa_core.pipeline import Rollout, chunk_start_frame
 from dsa_core.schedules import make_schedule
 from dsa_core.train.forcing import forcing_loss
 from dsa_core.train.teacher import add_random_noise
@@ -76,7 +76,7 @@ def test_continuation_videos_keep_the_shown_frames_out(random_pipe):
     clip = render_clip(heldout_seed(0), WORLDS["simple"])
     real = continuation.clip_latent(random_pipe, clip)
     videos = continuation.continuation_videos(random_pipe, clip, real, 3, "fixed")
-    first = continuation.first_generated_frame(3, random_pipe.preset.model.chunk_frames)
+    first = chunk_start_frame(3, random_pipe.preset.model.chunk_frames)
     assert first == 33
     assert list(videos) == list(continuation.ROWS)
     assert all(v.shape == (81 - first, 64, 64, 3) and v.dtype == np.uint8 for v in videos.values())
