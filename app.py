@@ -2,8 +2,9 @@
 
 Generate tab: the video streams in chunk by chunk (each chunk an H.264 segment the player
 appends), with the confidence after every step and the steps of every chunk charted as
-they arrive; a next prompt takes effect from the next chunk; at the end, the MP4, the
-per-chunk table and the JSON to download.  Compare tab: one prompt, seed and initial noise
+they arrive; a next prompt takes effect from the next chunk; an uploaded video may be
+continued instead of starting from noise; at the end, the MP4, the per-chunk table and the
+JSON to download.  Compare tab: one prompt, seed and initial noise
 through two or three schedules, streamed side by side.
 """
 
@@ -18,6 +19,7 @@ import shutil
 import tempfile
 import time
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,7 @@ import torch
 from dsa_core.eval import Evaluator, caption_attributes
 from dsa_core.evalnet import AttributeNet
 from dsa_core.media import Mp4Writer, write_mp4
-from dsa_core.pipeline import ChunkEvent, Generation, StreamingPipeline
+from dsa_core.pipeline import ChunkEvent, Generation, StreamingPipeline, read_context
 from dsa_core.schedules import SCHEDULES
 from dsa_core.world import WORLDS, heldout_seed, sample_clip
 
@@ -43,6 +45,7 @@ class Limits:
     max_queue: int = int(os.environ.get("DSA_MAX_QUEUE", "16"))  # waiting requests beyond the running one
     max_request_s: float = float(os.environ.get("DSA_MAX_REQUEST_S", "300"))  # a generation is stopped after this
     output_max_age_s: float = float(os.environ.get("DSA_OUTPUT_MAX_AGE_S", "3600"))  # older outputs are deleted
+    max_upload_mb: float = float(os.environ.get("DSA_MAX_UPLOAD_MB", "50"))  # a larger video to continue is refused
 
     def validate(self) -> None:
         if self.max_queue < 1:
@@ -50,6 +53,8 @@ class Limits:
         if not 0 < self.max_request_s < self.output_max_age_s:
             raise SystemExit(f"max request seconds {self.max_request_s} must be positive and below the output "
                              f"max age {self.output_max_age_s} (a running generation's files must outlive it)")
+        if not self.max_upload_mb > 0:
+            raise SystemExit(f"max upload {self.max_upload_mb} MB must be positive")
 
 
 LIMITS = Limits()
@@ -96,9 +101,10 @@ def number(value, name: str) -> float:
     return value
 
 
-def start(prompt, schedule, widgets: dict, seconds, seed, model: str = "tiny") -> Generation:
-    """Validate the form and start a generation on the schedule's own trained student; bad
-    input becomes a visible error."""
+def start(prompt, schedule, widgets: dict, seconds, seed, model: str = "tiny", video: str | None = None) -> Generation:
+    """Validate the form and start a generation on the schedule's own trained student, after the
+    uploaded `video` if one is given; bad input becomes a visible error, a warning (frames
+    skipped, a prompt truncated) a visible warning."""
     try:
         pipe = pipeline(model).for_schedule(schedule)
     except ValueError as err:
@@ -107,10 +113,17 @@ def start(prompt, schedule, widgets: dict, seconds, seed, model: str = "tiny") -
     for key in ("steps", "max_steps", "min_steps"):
         if key in params:
             params[key] = int(number(params[key], key))
-    try:
-        return pipe.generate(prompt, schedule, seconds=float(number(seconds, "seconds")), seed=int(seed), **params)
-    except ValueError as err:
-        raise gr.Error(str(err)) from None
+    seconds = float(number(seconds, "seconds"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            context = read_context(video, pipe.preset, seconds) if video else None
+            gen = pipe.generate(prompt, schedule, seconds=seconds, seed=int(seed), context=context, **params)
+        except ValueError as err:
+            raise gr.Error(str(err).replace(str(video), "the uploaded file") if video else str(err)) from None
+    for w in caught:
+        gr.Warning(str(w.message).replace(str(video), "the uploaded file") if video else str(w.message))
+    return gen
 
 
 def prune_outputs() -> None:
@@ -141,8 +154,20 @@ class ChunkView:
         self.video = Mp4Writer(self.folder / "video.mp4", FPS)
         self.conf_rows: list[dict] = []
         self.step_rows: list[dict] = []
-        self.frames = 0
+        self.frames = 0  # generated, not given
         self.chunks: list = []  # decoded frames, for the quality score
+
+    def given(self) -> tuple:
+        """The uploaded video's frames that the generation continues: the first segment and the
+        start of the MP4, before any chart data."""
+        frames = self.gen.context_frames
+        segment = self.folder / "given.ts"
+        write_mp4(segment, [frames], FPS)
+        self.video.write(frames)
+        figures = (f"continuing the last {len(frames)} frames ({len(frames) / FPS:.2f} s, "
+                   f"{self.gen.context_chunks} chunks) of the uploaded video")
+        empty = pd.DataFrame(columns=["chunk", "confidence", "step"]), pd.DataFrame(columns=["chunk", "steps"])
+        return str(segment), *empty, figures
 
     def add(self, e: ChunkEvent) -> tuple:
         segment = self.folder / f"chunk_{e.index:03d}.ts"
@@ -178,13 +203,16 @@ class ChunkView:
 
 @spaces.GPU
 def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed, model,
-             request: gr.Request):
+             request: gr.Request, video: str | None = None):
+    # `video` last and None by default: gradio_client callers may leave it out.
     widgets = {"steps": steps, "counts": counts, "margin": margin, "tol": tol, "min_steps": min_steps}
     seed = random.randrange(2**31) if random_seed else number(seed, "seed")
-    gen = start(prompt, schedule, widgets, seconds, seed, model)
+    gen = start(prompt, schedule, widgets, seconds, seed, model, video)
     view = ChunkView(gen)
     ACTIVE[request.session_hash] = gen
     try:
+        if gen.context_chunks:
+            yield *view.given(), *[gr.skip()] * 3
         for e in gen:
             yield *view.add(e), *[gr.skip()] * 3
             over_time(gen, e)
@@ -294,6 +322,11 @@ def build() -> gr.Blocks:
                         random_seed = gr.Checkbox(False, label="random seed")
                     model = gr.Dropdown(MODELS, value="tiny", label="Model",
                                         info="wan-1.3b is offered where a GPU is present")
+                    with gr.Accordion("Continue a video (optional)", open=False):
+                        video = gr.Video(sources=["upload"], label="Video to continue", height=200)
+                        gr.Markdown("Scaled and cropped to the model's frame at its frame rate; the generation "
+                                    "continues its last whole chunks, within the length limit with the seconds "
+                                    "above.")
                     with gr.Row():
                         go = gr.Button("Generate", variant="primary")
                         stop = gr.Button("Stop", variant="stop")
@@ -313,7 +346,7 @@ def build() -> gr.Blocks:
             table = gr.Dataframe(label="Per-chunk statistics")
             event = go.click(
                 generate,
-                [prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed, model],
+                [prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed, model, video],
                 [stream, conf_plot, steps_plot, figures, final, table, report],
                 api_name="generate",
                 concurrency_id="device",
@@ -351,12 +384,14 @@ if __name__ == "__main__":
     parser.add_argument("--max-queue", type=int, default=LIMITS.max_queue)
     parser.add_argument("--max-request-seconds", type=float, default=LIMITS.max_request_s)
     parser.add_argument("--output-max-age", type=float, default=LIMITS.output_max_age_s, help="seconds")
+    parser.add_argument("--max-upload-mb", type=float, default=LIMITS.max_upload_mb)
     args = parser.parse_args()
-    LIMITS = Limits(args.max_queue, args.max_request_seconds, args.output_max_age)
+    LIMITS = Limits(args.max_queue, args.max_request_seconds, args.output_max_age, args.max_upload_mb)
     LIMITS.validate()
     # Generate and Compare share the "device" queue: one generation at a time, others wait
     # and see their position.  The app serves files from its own output folder only.
     demo = build()
     demo.queue(default_concurrency_limit=1, max_size=LIMITS.max_queue).launch(
-        server_name=args.host, server_port=args.port, allowed_paths=[str(OUTPUT_DIR)]
+        server_name=args.host, server_port=args.port, allowed_paths=[str(OUTPUT_DIR)],
+        max_file_size=int(LIMITS.max_upload_mb * 2**20),
     )

@@ -10,8 +10,8 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .config import get_preset
-from .media import Mp4Writer, read_video
-from .pipeline import StreamingPipeline
+from .media import Mp4Writer
+from .pipeline import StreamingPipeline, read_context
 from .schedules import SCHEDULES
 
 
@@ -56,7 +56,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--continue", dest="continue_from", metavar="VIDEO",
         help="a video file to continue: scaled and cropped to the model's frame, at its fps; the output starts with "
-        "its last frames that fill whole chunks",
+        "its last frames that fill whole chunks and leave room for --seconds within the length limit",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--model", default="tiny")
@@ -77,8 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         params = schedule_params(args)
         context = None
         if args.continue_from is not None:  # read before the weights load: a bad file fails fast
-            s = get_preset(args.model).sampling
-            context = read_video(args.continue_from, s.height, s.width, s.fps, round(s.max_seconds * s.fps) + 1)
+            context = read_context(args.continue_from, get_preset(args.model), args.seconds)
         if args.random_init:
             print(
                 f"NOTE: --random-init: the {args.model} model runs with RANDOM weights; "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -67,9 +69,10 @@ def write_mp4(path: str | Path, chunks: Iterable[np.ndarray], fps: int) -> int:
 
 
 def read_video(path: str | Path, height: int, width: int, fps: int, max_frames: int) -> np.ndarray:
-    """A video file's frames as uint8 [T, height, width, 3] at `fps`: scaled to cover the frame and
-    centre-cropped, by ffmpeg's own filters.  Refuses a file that is not a video, or one of more
-    than `max_frames` frames at `fps`, with a `ValueError` naming the file."""
+    """A video file's last `max_frames` frames (or all, if fewer) as uint8 [T, height, width, 3]
+    at `fps`: scaled to cover the frame and centre-cropped, by ffmpeg's own filters.  Earlier
+    frames are skipped with a warning; a file that is not a video is refused with a
+    `ValueError` naming it."""
     import imageio_ffmpeg
 
     # It warns whenever the frames it returns differ in size from the file's, here on purpose.
@@ -78,20 +81,23 @@ def read_video(path: str | Path, height: int, width: int, fps: int, max_frames: 
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
     scale = f"fps={fps},scale={width}:{height}:force_original_aspect_ratio=increase,crop={width}:{height}"
-    frames: list[np.ndarray] = []
+    frames: deque[np.ndarray] = deque(maxlen=max_frames)  # a long file's memory stays bounded
+    total = 0
     reader = imageio_ffmpeg.read_frames(str(path), output_params=["-vf", scale])
     try:
         next(reader)  # the metadata; the frames follow at the filtered size
         for raw in reader:
-            if len(frames) == max_frames:
-                raise ValueError(f"{path} has more than {max_frames} frames at {fps} fps; cut it to at most that")
             frames.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
+            total += 1
     except (OSError, RuntimeError) as err:
         raise ValueError(f"{path} could not be read as a video: {str(err).strip().splitlines()[0]}") from None
     finally:
         reader.close()
     if not frames:
         raise ValueError(f"{path} holds no video frames")
+    if total > max_frames:
+        warnings.warn(f"{path} has {total} frames at {fps} fps; its first {total - max_frames} were skipped "
+                      f"and its last {max_frames} are used", UserWarning, stacklevel=2)
     return np.stack(frames)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from .config import Preset
+from .media import read_video
 from .model import CausalWanModel, KVCache, TextContext
 from .scheduler import FlowMatchScheduler
 from .schedules import Schedule, make_schedule
@@ -104,6 +105,28 @@ def chunk_start_frame(chunk: int, chunk_frames: int) -> int:
     """Index of chunk `chunk`'s first pixel frame: latent frame 0 decodes to 1 frame, every later
     one to 4, so chunk k > 0 starts at 1 + 4·(k·cf − 1); it is also the frame count of k chunks."""
     return 0 if chunk == 0 else 1 + 4 * (chunk * chunk_frames - 1)
+
+
+def check_seconds(seconds: object, limit: float) -> float:
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
+        raise ValueError(f"seconds={seconds!r} must be a number in (0, {limit}]")
+    if not 0 < seconds <= limit:
+        raise ValueError(f"seconds={seconds!r} is outside the allowed range (0, {limit}]")
+    return float(seconds)
+
+
+def read_context(path: str | Path, preset: Preset, seconds: object) -> np.ndarray:
+    """A video file to continue for `seconds` more, at the model's size and frame rate: its last
+    frames that leave room for them within the longest video allowed (earlier ones skipped with a
+    warning).  Needs no weights, so a bad file or length fails before they load."""
+    s = preset.sampling
+    seconds = check_seconds(seconds, s.max_seconds)
+    room = math.floor((s.max_seconds - seconds) * s.fps)
+    first = chunk_start_frame(1, preset.model.chunk_frames)
+    if room < first:
+        raise ValueError(f"seconds={seconds:g} leaves no room for a video to continue: with one, seconds may be "
+                         f"at most {(s.max_seconds * s.fps - first) / s.fps:g} (its first chunk is {first} frames)")
+    return read_video(path, s.height, s.width, s.fps, room)
 
 
 class Rollout:
@@ -440,12 +463,7 @@ class StreamingPipeline:
         return " ".join(cleaned.split())
 
     def check_seconds(self, seconds: object) -> float:
-        limit = self.preset.sampling.max_seconds
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
-            raise ValueError(f"seconds={seconds!r} must be a number in (0, {limit}]")
-        if not 0 < seconds <= limit:
-            raise ValueError(f"seconds={seconds!r} is outside the allowed range (0, {limit}]")
-        return float(seconds)
+        return check_seconds(seconds, self.preset.sampling.max_seconds)
 
     @staticmethod
     def check_seed(seed: object) -> int:

@@ -1,12 +1,18 @@
 """The Gradio app against a real server: streaming updates, chart data, MP4, Stop, bad input."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+from gradio_client import handle_file
+
+from dsa_core.media import read_video, write_mp4
+from dsa_core.world import WORLDS, heldout_seed, render_clip
 
 ARGS = ["a red ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1]  # prompt, schedule, steps, counts, margin, tol, min
 
@@ -100,3 +106,26 @@ def test_one_generation_at_a_time_others_see_their_queue_position(client):
     assert ("IN_QUEUE", 0) in seen and not any(code in ("PROCESSING", "ITERATING") for code, _ in seen)
     first.cancel()
     assert waiting.result(timeout=120)[12]["data"]
+
+
+@pytest.mark.slow
+def test_an_uploaded_video_is_continued(client, tmp_path):
+    world = dataclasses.replace(WORLDS["simple"], height=96, width=128)
+    given = tmp_path / "given.mp4"
+    write_mp4(given, [render_clip(heldout_seed(0), world).frames[:40]], 16)
+    job = client.submit("a red ball", "fixed", 1, "4,3,2", 0.02, 0.01, 1, 1, 3, False, "tiny",
+                        handle_file(str(given)), api_name="/generate")
+    first, *generated, final = list(job)
+    # The live player opens with the given video's last whole chunks (33 of its 40 frames).
+    assert "last 33 frames" in first[3]
+    playlist = Path(first[0]["video"] if isinstance(first[0], dict) else first[0]).read_text()
+    durations = [float(line.split(":")[1].rstrip(",")) for line in playlist.splitlines() if line.startswith("#EXTINF")]
+    assert durations == [pytest.approx(33 / 16, abs=0.01)]
+    summary = json.loads(Path(final[6]).read_text())
+    assert summary["context_frames"] == 33 and [c["index"] for c in summary["chunks"]] == [3, 4]
+    assert len(generated) == 2  # one update a generated chunk
+    # The MP4 opens with them too, scaled and cropped to 64×64 (H.264 is lossy twice).
+    written = read_video(final[4]["video"] if isinstance(final[4], dict) else final[4], 64, 64, 16, 100)
+    assert len(written) == summary["num_frames"] == 33 + 24
+    shown = read_video(given, 64, 64, 16, 100)[-33:]
+    assert np.abs(written[:33].astype(int) - shown.astype(int)).mean() < 4

@@ -9,6 +9,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from gradio_client import handle_file
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,9 +17,12 @@ ARGS = ["a red ball", "fixed", 4, "4,3,2", 0.02, 0.01, 1]
 
 
 @pytest.mark.slow
-def test_request_time_limit_and_old_outputs_are_deleted(app_server, tmp_path):
+def test_request_time_upload_size_and_output_age_limits(app_server, tmp_path):
     outputs = tmp_path / "outputs"
-    with app_server(outputs, "--max-request-seconds", "1", "--output-max-age", "4") as client:
+    limits = ("--max-request-seconds", "1", "--output-max-age", "4", "--max-upload-mb", "0.01")
+    with app_server(outputs, *limits) as client:
+        with pytest.raises(ValueError, match="exceeds the maximum file size of 10485 bytes"):
+            client.predict(*ARGS, 1, 0, False, "tiny", handle_file(str(ROOT / "README.md")), api_name="/generate")
         result = client.predict(*ARGS, 30, 0, False, "tiny", api_name="/generate")  # 40 chunks planned
         summary = json.loads(Path(result[6]).read_text())
         assert summary["cancelled"] and summary["num_frames"] < summary["planned_frames"]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from gradio_client import handle_file
 
 from dsa_core import bench, continuation, generate, probe
 from dsa_core.train.__main__ import main as train_main
@@ -90,6 +91,9 @@ CLI = [
      "transformer.safetensors does not match its sha256"),
     ("cli-generate-continue-not-video", generate.main, ["--prompt", "a ball", "--continue", "{tmp}/bad.json"],
      r"bad.json could not be read as a video"),
+    ("cli-generate-continue-no-room", generate.main,
+     ["--prompt", "a ball", "--continue", "{tmp}/bad.json", "--seconds", "60"],
+     r"seconds=60 leaves no room for a video to continue: with one, seconds may be at most 59.4375"),
     ("cli-generate-missing-weights", generate.main, ["--prompt", "a ball", "--weights", "{tmp}/none"],
      "MANIFEST is missing"),
     ("cli-train-unknown-stage", train_main, ["distill"], "invalid choice: 'distill'"),
@@ -138,7 +142,7 @@ def test_cli(truncated_weights, tmp_path, capsys, monkeypatch, case, main, argv,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.json"]
 
 
-# (id, /generate arguments, message); the 11 arguments as in the README.
+# (id, /generate arguments, message); the 11 arguments as in the README, a 12th the video to continue.
 APP = [
     ("app-prompt-whitespace", ["   ", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 2, 0, False, "tiny"],
      "prompt must be a non-empty string"),
@@ -157,6 +161,9 @@ APP = [
     ("app-seed", ["a ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 2, -5, False, "tiny"],
      "seed=-5 must be an integer"),
     ("app-model", ["a ball", "adaptive", 4, "4,3,2", 0.02, 0.01, 1, 2, 0, False, "wan-1.3b"], "wan-1.3b"),
+    ("app-continue-not-video",
+     ["a ball", "fixed", 1, "4,3,2", 0.02, 0.01, 1, 2, 0, False, "tiny", handle_file(str(DOC))],
+     "the uploaded file could not be read as a video"),
 ]
 
 

@@ -284,4 +284,7 @@ def test_cli_continues_a_video_file_of_another_size(tmp_path, capsys):
     # The output opens with the given video, scaled and cropped to 64×64 (H.264 is lossy twice).
     shown = read_video(given, 64, 64, 16, 100)
     assert np.abs(written[:33].astype(int) - shown.astype(int)).mean() < 4
+    # A longer file than there is room for gives its last frames.
+    with pytest.warns(UserWarning, match="has 33 frames at 16 fps; its first 13 were skipped"):
+        assert np.array_equal(read_video(given, 64, 64, 16, 20), shown[-20:])
 
