@@ -343,7 +343,7 @@ def build() -> gr.Blocks:
             with gr.Row():
                 final = gr.Video(label="Video (MP4)", height=320)
                 report = gr.File(label="Per-chunk statistics (JSON)")
-            table = gr.Dataframe(label="Per-chunk statistics")
+            table = gr.Dataframe(label="Per-chunk statistics", interactive=False)
             event = go.click(
                 generate,
                 [prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed, model, video],
@@ -371,7 +371,8 @@ def build() -> gr.Blocks:
                         columns += [video, points, bars, gr.Markdown()]
             summary = gr.Dataframe(label="Summary · FPS and latency: each schedule's own transformer and decode "
                                          "time (they run in turns) · quality: the total score of dsa_core.eval "
-                                         "(0–100), measured for held-out world captions such as the examples")
+                                         "(0–100), measured for held-out world captions such as the examples",
+                                   interactive=False)
             c_go.click(compare, [c_prompt, c_names, c_seconds, c_seed], [*columns, summary], api_name="compare",
                        concurrency_id="device")
     return demo
