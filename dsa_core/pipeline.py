@@ -124,8 +124,8 @@ def read_context(path: str | Path, preset: Preset, seconds: object) -> np.ndarra
     room = math.floor((s.max_seconds - seconds) * s.fps)
     first = chunk_start_frame(1, preset.model.chunk_frames)
     if room < first:
-        raise ValueError(f"seconds={seconds:g} leaves no room for a video to continue: with one, seconds may be "
-                         f"at most {(s.max_seconds * s.fps - first) / s.fps:g} (its first chunk is {first} frames)")
+        raise ValueError(f"seconds={seconds:g} leaves no room for a video to continue (one chunk, {first} frames, "
+                         f"at least): with one, seconds may be at most {(s.max_seconds * s.fps - first) / s.fps:g}")
     return read_video(path, s.height, s.width, s.fps, room)
 
 
@@ -254,7 +254,7 @@ class Generation:
         self.context_chunks = (len(self.context_frames) + 3) // (4 * cf)  # inverts chunk_start_frame
         self.latent_frames = self.context_chunks * cf + latent_frames
         self.num_chunks = self.latent_frames // cf
-        self.num_frames = 1 + 4 * (self.latent_frames - 1)
+        self.num_frames = chunk_start_frame(self.num_chunks, cf)
         self.nfe = 0
         self.cancelled = False
         self._cancel = threading.Event()

@@ -93,7 +93,8 @@ CLI = [
      r"bad.json could not be read as a video"),
     ("cli-generate-continue-no-room", generate.main,
      ["--prompt", "a ball", "--continue", "{tmp}/bad.json", "--seconds", "60"],
-     r"seconds=60 leaves no room for a video to continue: with one, seconds may be at most 59.4375"),
+     r"seconds=60 leaves no room for a video to continue \(one chunk, 9 frames, at least\): with one, seconds may "
+     r"be at most 59.4375"),
     ("cli-generate-missing-weights", generate.main, ["--prompt", "a ball", "--weights", "{tmp}/none"],
      "MANIFEST is missing"),
     ("cli-train-unknown-stage", train_main, ["distill"], "invalid choice: 'distill'"),
