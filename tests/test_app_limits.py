@@ -8,6 +8,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import httpx
 import pytest
 from gradio_client import handle_file
 
@@ -23,6 +24,10 @@ def test_request_time_upload_size_and_output_age_limits(app_server, tmp_path):
     with app_server(outputs, *limits) as client:
         with pytest.raises(ValueError, match="exceeds the maximum file size of 10485 bytes"):
             client.predict(*ARGS, 1, 0, False, "tiny", handle_file(str(ROOT / "README.md")), api_name="/generate")
+        # The server refuses it as well, not only the client that checks first.
+        with (ROOT / "README.md").open("rb") as f:
+            upload = httpx.post(client.src.rstrip("/") + "/gradio_api/upload", files={"files": f}, timeout=30)
+        assert upload.status_code == 413
         result = client.predict(*ARGS, 30, 0, False, "tiny", api_name="/generate")  # 40 chunks planned
         summary = json.loads(Path(result[6]).read_text())
         assert summary["cancelled"] and summary["num_frames"] < summary["planned_frames"]
