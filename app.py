@@ -5,12 +5,13 @@ appends), with the confidence after every step and the steps of every chunk char
 they arrive; a next prompt takes effect from the next chunk; an uploaded video may be
 continued instead of starting from noise; at the end, the MP4, the per-chunk table and the
 JSON to download.  Compare tab: one prompt, seed and initial noise
-through two or three schedules, streamed side by side.
+(and uploaded video, if any) through two or three schedules, streamed side by side.
 """
 
 import spaces  # noqa: I001  # before torch: on a ZeroGPU Space it patches CUDA at import
 
 import argparse
+import contextlib
 import functools
 import json
 import os
@@ -101,29 +102,46 @@ def number(value, name: str) -> float:
     return value
 
 
-def start(prompt, schedule, widgets: dict, seconds, seed, model: str = "tiny", video: str | None = None) -> Generation:
+@contextlib.contextmanager
+def shown(video: str | None = None):
+    """Bad input becomes a visible error, a warning (frames skipped, a prompt truncated) a
+    visible warning; Gradio's temporary path of an uploaded `video` becomes "the uploaded file"."""
+    def say(text: str) -> str:
+        return text.replace(str(video), "the uploaded file") if video else text
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        except ValueError as err:
+            raise gr.Error(say(str(err))) from None
+    for w in caught:
+        gr.Warning(say(str(w.message)))
+
+
+def given(video: str | None, model: str, seconds) -> np.ndarray | None:
+    """The uploaded video's last whole chunks that leave room for `seconds`, if one is given."""
+    if not video:
+        return None
+    with shown(video):
+        pipe = pipeline(model)
+        # Trimmed here, once, so that Compare's schedules do not each warn of it.
+        return pipe.check_context(read_context(video, pipe.preset, seconds))
+
+
+def start(prompt, schedule, widgets: dict, seconds, seed, model: str = "tiny",
+          context: np.ndarray | None = None) -> Generation:
     """Validate the form and start a generation on the schedule's own trained student, after the
-    uploaded `video` if one is given; bad input becomes a visible error, a warning (frames
-    skipped, a prompt truncated) a visible warning."""
-    try:
+    `context` frames if given."""
+    with shown():
         pipe = pipeline(model).for_schedule(schedule)
-    except ValueError as err:
-        raise gr.Error(str(err)) from None
     params = {arg: widgets[w] for w, arg in PARAMS.get(schedule, {}).items() if widgets[w] is not None}
     for key in ("steps", "max_steps", "min_steps"):
         if key in params:
             params[key] = int(number(params[key], key))
     seconds = float(number(seconds, "seconds"))
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            context = read_context(video, pipe.preset, seconds) if video else None
-            gen = pipe.generate(prompt, schedule, seconds=seconds, seed=int(seed), context=context, **params)
-        except ValueError as err:
-            raise gr.Error(str(err).replace(str(video), "the uploaded file") if video else str(err)) from None
-    for w in caught:
-        gr.Warning(str(w.message).replace(str(video), "the uploaded file") if video else str(w.message))
-    return gen
+    with shown():
+        return pipe.generate(prompt, schedule, seconds=seconds, seed=int(seed), context=context, **params)
 
 
 def prune_outputs() -> None:
@@ -207,7 +225,7 @@ def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, s
     # `video` last and None by default: gradio_client callers may leave it out.
     widgets = {"steps": steps, "counts": counts, "margin": margin, "tol": tol, "min_steps": min_steps}
     seed = random.randrange(2**31) if random_seed else number(seed, "seed")
-    gen = start(prompt, schedule, widgets, seconds, seed, model, video)
+    gen = start(prompt, schedule, widgets, seconds, seed, model, given(video, model, seconds))
     view = ChunkView(gen)
     ACTIVE[request.session_hash] = gen
     try:
@@ -251,11 +269,19 @@ def quality(prompt: str, view: ChunkView) -> float | str:
 
 
 @spaces.GPU
-def compare(prompt, names, seconds, seed):
+def compare(prompt, names, seconds, seed, video: str | None = None):
+    # `video` last and None by default: gradio_client callers may leave it out.
     if not 2 <= len(names or []) <= 3:
         raise gr.Error(f"choose 2 or 3 schedules to compare (chose {len(names or [])})")
     defaults = {"steps": None, "counts": None, "margin": None, "tol": None, "min_steps": None}
-    views = [ChunkView(start(prompt, name, defaults, seconds, number(seed, "seed"))) for name in names]
+    context = given(video, "tiny", seconds)  # read once: every schedule continues the same frames
+    views = [ChunkView(start(prompt, name, defaults, seconds, number(seed, "seed"), context=context))
+             for name in names]
+    if context is not None:  # every player opens with them
+        update: list = [gr.skip()] * 13
+        for i, v in enumerate(views):
+            update[4 * i : 4 * i + 4] = v.given()
+        yield tuple(update)
     iterators = [iter(v.gen) for v in views]
     # Chunk by chunk, in turns: every schedule streams at once from the same noise.
     while any(it is not None for it in iterators):
@@ -297,6 +323,14 @@ def charts(max_steps: int) -> tuple[gr.ScatterPlot, gr.BarPlot]:
     )
 
 
+def upload(who: str) -> gr.Video:
+    with gr.Accordion("Continue a video (optional)", open=False):
+        video = gr.Video(sources=["upload"], label="Video to continue", height=200)
+        gr.Markdown(f"Scaled and cropped to the model's frame at its frame rate; {who} its last whole "
+                    "chunks, within the length limit with the seconds above.")
+    return video
+
+
 def build() -> gr.Blocks:
     d, s = PIPE.preset.schedules, PIPE.preset.sampling
     # Gradio's own copies of served files expire like the outputs they copy.
@@ -322,11 +356,7 @@ def build() -> gr.Blocks:
                         random_seed = gr.Checkbox(False, label="random seed")
                     model = gr.Dropdown(MODELS, value="tiny", label="Model",
                                         info="wan-1.3b is offered where a GPU is present")
-                    with gr.Accordion("Continue a video (optional)", open=False):
-                        video = gr.Video(sources=["upload"], label="Video to continue", height=200)
-                        gr.Markdown("Scaled and cropped to the model's frame at its frame rate; the generation "
-                                    "continues its last whole chunks, within the length limit with the seconds "
-                                    "above.")
+                    video = upload("the generation continues")
                     with gr.Row():
                         go = gr.Button("Generate", variant="primary")
                         stop = gr.Button("Stop", variant="stop")
@@ -361,6 +391,7 @@ def build() -> gr.Blocks:
                                            label="Schedules (2 or 3; each with its defaults)")
                 c_seconds = gr.Slider(1, s.max_seconds, value=5, step=1, label="Seconds")
                 c_seed = gr.Number(0, precision=0, label="Seed (same initial noise for all)")
+            c_video = upload("every schedule continues")
             c_go = gr.Button("Compare", variant="primary")
             columns = []
             with gr.Row():
@@ -373,8 +404,8 @@ def build() -> gr.Blocks:
                                          "time (they run in turns) · quality: the total score of dsa_core.eval "
                                          "(0–100), measured for held-out world captions such as the examples",
                                    interactive=False)
-            c_go.click(compare, [c_prompt, c_names, c_seconds, c_seed], [*columns, summary], api_name="compare",
-                       concurrency_id="device")
+            c_go.click(compare, [c_prompt, c_names, c_seconds, c_seed, c_video], [*columns, summary],
+                       api_name="compare", concurrency_id="device")
     return demo
 
 

@@ -94,6 +94,28 @@ def test_compare_scores_world_captions(client):
 
 
 @pytest.mark.slow
+def test_compare_continues_an_uploaded_video_in_every_column(client, tiny_pipe, tmp_path):
+    world = dataclasses.replace(WORLDS["simple"], height=96, width=128)
+    given = tmp_path / "given.mp4"
+    write_mp4(given, [render_clip(heldout_seed(0), world).frames[:40]], 16)
+    updates = list(client.submit("a red ball", ["fixed", "diagonal"], 1, 3, handle_file(str(given)),
+                                 api_name="/compare"))
+    for column in (0, 4):
+        # Each player opens with the given video's last whole chunks, then the two generated ones.
+        assert "last 33 frames" in updates[0][column + 3]
+        playlists = [u[column] for u in updates if isinstance(u[column], str)]
+        lines = Path(playlists[-1]).read_text().splitlines()
+        durations = [float(line.split(":")[1].rstrip(",")) for line in lines if line.startswith("#EXTINF")]
+        assert durations == pytest.approx([33 / 16, 12 / 16, 12 / 16], abs=0.01)
+    rows = {r[0]: r for r in updates[-1][12]["data"]}
+    # 3 given chunks (a context pass each) before chunks 3 and 4: fixed adds its steps and a
+    # context pass for each, diagonal (forcing, no context pass) its counts' last entry.
+    d = tiny_pipe.preset.schedules
+    assert rows["fixed"][2] == 3 + 2 * (d.fixed_steps + 1) and rows["diagonal"][2] == 3 + 2 * d.diagonal_counts[-1]
+    assert rows["fixed"][3] == rows["diagonal"][3] == 33 + 24
+
+
+@pytest.mark.slow
 def test_one_generation_at_a_time_others_see_their_queue_position(client):
     first = client.submit(*ARGS, 30, 1, False, "tiny", api_name="/generate")
     next(iter(first))  # running

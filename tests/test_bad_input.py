@@ -179,16 +179,20 @@ def test_app_generate(client, case, args, match):
 
 @pytest.mark.slow
 def test_app_other_endpoints(client):
-    """app-compare-one-schedule, app-next-prompt-idle"""
+    """app-compare-one-schedule, app-compare-continue-no-room, app-next-prompt-idle"""
     with pytest.raises(Exception, match="choose 2 or 3 schedules"):
         client.predict("a red ball", ["adaptive"], 2, 1, api_name="/compare")
+    # Checked before the file is read (the file here is no video).
+    with pytest.raises(Exception, match="seconds=60 leaves no room for a video to continue"):
+        client.predict("a red ball", ["adaptive", "fixed"], 60, 1, handle_file(str(DOC)), api_name="/compare")
     with pytest.raises(Exception, match="nothing is generating"):
         client.predict("a blue square", False, api_name="/next_prompt")
 
 
 def test_docs_table_lists_every_case():
     doc = DOC.read_text()
-    ids = [c[0] for c in API + CLI + APP] + ["app-compare-one-schedule", "app-next-prompt-idle"]
+    ids = [c[0] for c in API + CLI + APP] + ["app-compare-one-schedule", "app-compare-continue-no-room",
+                                             "app-next-prompt-idle"]
     missing = [i for i in ids if f"`{i}`" not in doc]
     assert not missing, f"docs/bad_input.md lacks {missing}"
     assert len(ids) >= 25

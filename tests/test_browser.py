@@ -77,8 +77,8 @@ def test_continue_an_uploaded_video_in_a_browser(tmp_path):
     given = tmp_path / "given.mp4"
     write_mp4(given, [render_clip(heldout_seed(0), WORLDS["simple"]).frames[:40]], 16)
     with app_page(tmp_path) as page:
-        page.get_by_text("Continue a video (optional)").click()
-        page.locator("input[type=file][accept^=video]").set_input_files(str(given))
+        page.get_by_text("Continue a video (optional)").first.click()  # the Generate tab's
+        page.locator("input[type=file][accept^=video]").first.set_input_files(str(given))
         page.locator("video").first.wait_for(timeout=60_000)  # the upload's preview
         page.get_by_role("slider", name="Seconds").first.fill("1")
         page.get_by_role("button", name="Generate").click()
