@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -103,7 +104,7 @@ def number(value, name: str) -> float:
 
 
 @contextlib.contextmanager
-def shown(video: str | None = None):
+def shown(video: str | None = None) -> Iterator[None]:
     """Bad input becomes a visible error, a warning (frames skipped, a prompt truncated) a
     visible warning; Gradio's temporary path of an uploaded `video` becomes "the uploaded file"."""
     def say(text: str) -> str:
