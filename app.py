@@ -120,7 +120,7 @@ def shown(video: str | None = None) -> Iterator[None]:
         gr.Warning(say(str(w.message)))
 
 
-def given(video: str | None, model: str, seconds) -> np.ndarray | None:
+def uploaded_frames(video: str | None, model: str, seconds) -> np.ndarray | None:
     """The uploaded video's last whole chunks that leave room for `seconds`, if one is given."""
     if not video:
         return None
@@ -136,12 +136,11 @@ def start(prompt, schedule, widgets: dict, seconds, seed, model: str = "tiny",
     `context` frames if given."""
     with shown():
         pipe = pipeline(model).for_schedule(schedule)
-    params = {arg: widgets[w] for w, arg in PARAMS.get(schedule, {}).items() if widgets[w] is not None}
-    for key in ("steps", "max_steps", "min_steps"):
-        if key in params:
-            params[key] = int(number(params[key], key))
-    seconds = float(number(seconds, "seconds"))
-    with shown():
+        params = {arg: widgets[w] for w, arg in PARAMS.get(schedule, {}).items() if widgets[w] is not None}
+        for key in ("steps", "max_steps", "min_steps"):
+            if key in params:
+                params[key] = int(number(params[key], key))
+        seconds = float(number(seconds, "seconds"))
         return pipe.generate(prompt, schedule, seconds=seconds, seed=int(seed), context=context, **params)
 
 
@@ -226,7 +225,7 @@ def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, s
     # `video` last and None by default: gradio_client callers may leave it out.
     widgets = {"steps": steps, "counts": counts, "margin": margin, "tol": tol, "min_steps": min_steps}
     seed = random.randrange(2**31) if random_seed else number(seed, "seed")
-    gen = start(prompt, schedule, widgets, seconds, seed, model, given(video, model, seconds))
+    gen = start(prompt, schedule, widgets, seconds, seed, model, uploaded_frames(video, model, seconds))
     view = ChunkView(gen)
     ACTIVE[request.session_hash] = gen
     try:
@@ -275,7 +274,7 @@ def compare(prompt, names, seconds, seed, video: str | None = None):
     if not 2 <= len(names or []) <= 3:
         raise gr.Error(f"choose 2 or 3 schedules to compare (chose {len(names or [])})")
     defaults = {"steps": None, "counts": None, "margin": None, "tol": None, "min_steps": None}
-    context = given(video, "tiny", seconds)  # read once: every schedule continues the same frames
+    context = uploaded_frames(video, "tiny", seconds)  # read once: every schedule continues the same frames
     views = [ChunkView(start(prompt, name, defaults, seconds, number(seed, "seed"), context=context))
              for name in names]
     if context is not None:  # every player opens with them
