@@ -1,8 +1,7 @@
-"""Reading and writing videos through imageio-ffmpeg's bundled ffmpeg: H.264 MP4 out, any format in."""
+"""Reading and writing videos through PyAV (FFmpeg's libraries, in process): H.264 out, any format in."""
 
 from __future__ import annotations
 
-import logging
 import warnings
 from collections import deque
 from collections.abc import Iterable
@@ -15,46 +14,45 @@ class Mp4Writer:
     """Append uint8 T×H×W×3 frame batches as they stream in; `close()` finishes the file.
 
     H.264 in the container the file's suffix names: `.mp4` for files, `.ts` (MPEG-TS) for
-    the segments a browser's streaming player appends one after another.
+    the segments a browser's streaming player appends one after another.  In process, not
+    through an ffmpeg subprocess: the app writes a segment a chunk, and starting a process for
+    each took longer than encoding it (38 ms against 7 for a 12-frame 64×64 segment here).
     """
 
     def __init__(self, path: str | Path, fps: int) -> None:
         self.path = Path(path)
         self.fps = fps
-        self._gen = None
+        self._container = None
+        self._stream = None
         self.frames = 0
 
     def write(self, frames: np.ndarray) -> None:
         if not len(frames):  # nothing to write, and no frame size to open the file with
             return
-        if self._gen is None:
-            # Imported here, not at the top: a training host (which only writes PNG sheets
-            # through this module) needs no ffmpeg binary.
-            import imageio_ffmpeg
+        # Imported here, not at the top: a training host (which only writes PNG sheets through
+        # this module) needs no video library.
+        import av
 
+        if self._container is None:
             h, w = frames.shape[1:3]
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._gen = imageio_ffmpeg.write_frames(
-                str(self.path),
-                (w, h),
-                fps=self.fps,
-                codec="libx264",
-                pix_fmt_out="yuv420p",
-                # Small frames are not padded to 16; yuv420p only needs even sizes.
-                macro_block_size=2,
-                output_params=["-crf", "18", "-preset", "veryfast"]
-                + (["-movflags", "+faststart"] if self.path.suffix == ".mp4" else []),
-                ffmpeg_log_level="error",
-            )
-            self._gen.send(None)
+            segment = self.path.suffix == ".ts"
+            self._container = av.open(str(self.path), "w", format="mpegts" if segment else "mp4",
+                                      options={} if segment else {"movflags": "+faststart"})
+            self._stream = self._container.add_stream("libx264", rate=self.fps,
+                                                      options={"crf": "18", "preset": "veryfast"})
+            self._stream.width, self._stream.height, self._stream.pix_fmt = w, h, "yuv420p"
         for frame in frames:
-            self._gen.send(np.ascontiguousarray(frame))
-        self.frames += len(frames)
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+            picture.pts = self.frames
+            self._container.mux(self._stream.encode(picture))
+            self.frames += 1
 
     def close(self) -> None:
-        if self._gen is not None:
-            self._gen.close()
-            self._gen = None
+        if self._container is not None:
+            self._container.mux(self._stream.encode())  # the frames the encoder still holds
+            self._container.close()
+            self._container = self._stream = None
 
 
 def write_mp4(path: str | Path, chunks: Iterable[np.ndarray], fps: int) -> int:
@@ -70,29 +68,47 @@ def write_mp4(path: str | Path, chunks: Iterable[np.ndarray], fps: int) -> int:
 
 def read_video(path: str | Path, height: int, width: int, fps: int, max_frames: int) -> np.ndarray:
     """A video file's last `max_frames` frames (or all, if fewer) as uint8 [T, height, width, 3]
-    at `fps`: scaled to cover the frame and centre-cropped, by ffmpeg's own filters.  Earlier
+    at `fps`: scaled to cover the frame and centre-cropped, by FFmpeg's own filters.  Earlier
     frames are skipped with a warning; a file that is not a video is refused with a
     `ValueError` naming it."""
-    import imageio_ffmpeg
+    import av
 
-    # It warns whenever the frames it returns differ in size from the file's, here on purpose.
-    logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    scale = f"fps={fps},scale={width}:{height}:force_original_aspect_ratio=increase,crop={width}:{height}"
     frames: deque[np.ndarray] = deque(maxlen=max_frames)  # a long file's memory stays bounded
     total = 0
-    reader = imageio_ffmpeg.read_frames(str(path), output_params=["-vf", scale])
-    try:
-        next(reader)  # the metadata; the frames follow at the filtered size
-        for raw in reader:
-            frames.append(np.frombuffer(raw, np.uint8).reshape(height, width, 3))
+
+    def pull(graph: av.filter.Graph) -> None:
+        nonlocal total
+        while True:
+            try:
+                frames.append(graph.vpull().to_ndarray())
+            except (av.BlockingIOError, av.EOFError):  # wants more input, or has none left
+                return
             total += 1
-    except (OSError, RuntimeError) as err:
-        raise ValueError(f"{path} could not be read as a video: {str(err).strip().splitlines()[0]}") from None
-    finally:
-        reader.close()
+
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise ValueError(f"{path} holds no video frames")
+            stream = container.streams.video[0]
+            graph = av.filter.Graph()
+            graph.link_nodes(
+                graph.add_buffer(template=stream),
+                graph.add("fps", str(fps)),
+                graph.add("scale", f"{width}:{height}:force_original_aspect_ratio=increase"),
+                graph.add("crop", f"{width}:{height}"),
+                graph.add("format", "rgb24"),
+                graph.add("buffersink"),
+            ).configure()
+            for frame in container.decode(stream):
+                graph.vpush(frame)
+                pull(graph)
+            graph.vpush(None)  # the fps filter holds its last frames until the input ends
+            pull(graph)
+    except av.FFmpegError as err:
+        raise ValueError(f"{path} could not be read as a video: {err.strerror}") from None
     if not frames:
         raise ValueError(f"{path} holds no video frames")
     if total > max_frames:
