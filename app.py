@@ -76,6 +76,8 @@ PARAMS = {
     "proxy": {"steps": "max_steps", "margin": "margin", "tol": "tol", "min_steps": "min_steps"},
 }
 ACTIVE: dict[str, Generation] = {}  # the running generation of each browser session
+# A video to try "Continue a video" on without one at hand: the shipped model's first sample.
+CONTINUE_EXAMPLE = Path(__file__).resolve().parent / "assets" / "sample_0.mp4"
 
 
 # The embedded default: the trained tiny model shipped in weights/tiny (hash-verified on load).
@@ -326,6 +328,8 @@ def charts(max_steps: int) -> tuple[gr.ScatterPlot, gr.BarPlot]:
 def upload(who: str) -> gr.Video:
     with gr.Accordion("Continue a video (optional)", open=False):
         video = gr.Video(sources=["upload"], label="Video to continue", height=200)
+        # Gradio keeps example files out of its cache's expiry (`delete_cache` above).
+        gr.Examples([[str(CONTINUE_EXAMPLE)]], inputs=video, label="Example: assets/sample_0.mp4")
         gr.Markdown(f"Scaled and cropped to the model's frame at its frame rate; {who} its last whole "
                     "chunks, within the length limit with the seconds above.")
     return video

@@ -7,6 +7,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from gradio_client import handle_file
@@ -113,6 +114,21 @@ def test_compare_continues_an_uploaded_video_in_every_column(client, tiny_pipe, 
     d = tiny_pipe.preset.schedules
     assert rows["fixed"][2] == 3 + 2 * (d.fixed_steps + 1) and rows["diagonal"][2] == 3 + 2 * d.diagonal_counts[-1]
     assert rows["fixed"][3] == rows["diagonal"][3] == 33 + 24
+
+
+@pytest.mark.slow
+def test_each_tabs_continue_example_is_served_and_continued(client, tmp_path):
+    """The example under each "Continue a video" accordion is a served file the app continues:
+    the shipped model's first sample, 81 frames, all of them whole chunks (9 + 6 × 12)."""
+    examples = [sample[0] for c in client.config["components"] if c.get("type") == "dataset"
+                for sample in c["props"]["samples"] if isinstance(sample[0], dict)]
+    assert [e["orig_name"] for e in examples] == ["sample_0.mp4", "sample_0.mp4"]  # Generate, Compare
+    example = tmp_path / "example.mp4"  # as a browser gets it, then uploads it back
+    example.write_bytes(httpx.get(examples[1]["url"]).raise_for_status().content)
+    updates = list(client.submit("a red ball", ["fixed", "diagonal"], 1, 3, handle_file(str(example)),
+                                 api_name="/compare"))
+    assert "last 81 frames" in updates[0][3] and "last 81 frames" in updates[0][7]
+    assert [r[3] for r in updates[-1][12]["data"]] == [81 + 24, 81 + 24]
 
 
 @pytest.mark.slow
