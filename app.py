@@ -34,6 +34,7 @@ from dsa_core.eval import Evaluator, caption_attributes
 from dsa_core.evalnet import AttributeNet
 from dsa_core.media import Mp4Writer, write_mp4
 from dsa_core.pipeline import ChunkEvent, Generation, StreamingPipeline, read_context
+from dsa_core.prefetch import prefetch
 from dsa_core.schedules import SCHEDULES
 from dsa_core.world import WORLDS, heldout_seed, sample_clip
 
@@ -155,8 +156,9 @@ def prune_outputs() -> None:
 
 
 def over_time(gen: Generation, e: ChunkEvent) -> bool:
-    """Stop a generation past the per-request limit (checked between chunks), and say so."""
-    if e.elapsed_s <= LIMITS.max_request_s or e.index + 1 == e.num_chunks:
+    """Stop a generation past the per-request limit (checked between chunks), and say so once:
+    the chunk computed ahead (`prefetch`) still arrives after the cancel."""
+    if e.elapsed_s <= LIMITS.max_request_s or e.index + 1 == e.num_chunks or gen.cancel_requested:
         return False
     gen.cancel()
     gr.Warning(f"stopped after {e.elapsed_s:.0f} s: the per-request limit on this server is "
@@ -233,7 +235,7 @@ def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, s
     try:
         if gen.context_chunks:
             yield *view.given(), *[gr.skip()] * 3
-        for e in gen:
+        for e in prefetch(gen, gen.cancel):
             yield *view.add(e), *[gr.skip()] * 3
             over_time(gen, e)
     finally:
@@ -284,24 +286,30 @@ def compare(prompt, names, seconds, seed, video: str | None = None):
         for i, v in enumerate(views):
             update[4 * i : 4 * i + 4] = v.given()
         yield tuple(update)
-    iterators = [iter(v.gen) for v in views]
-    # Chunk by chunk, in turns: every schedule streams at once from the same noise.
-    while any(it is not None for it in iterators):
-        for i, it in enumerate(iterators):
-            if it is None:
-                continue
-            e = next(it, None)
-            if e is None:
-                iterators[i] = None
-                continue
-            # Only this column changes: a streaming video given its last segment again would
-            # append that segment to its player a second time.
-            update: list = [gr.skip()] * 13
-            update[4 * i : 4 * i + 4] = views[i].add(e)
-            yield tuple(update)
-            if over_time(views[i].gen, e):
-                for v in views:  # each ends before its next chunk
-                    v.gen.cancel()
+
+    def turns() -> Iterator[tuple[int, ChunkEvent]]:
+        # Chunk by chunk, in turns: every schedule streams at once from the same noise.
+        iterators = [iter(v.gen) for v in views]
+        while any(it is not None for it in iterators):
+            for i, it in enumerate(iterators):
+                e = None if it is None else next(it, None)
+                if e is None:
+                    iterators[i] = None
+                else:
+                    yield i, e
+
+    def cancel_all() -> None:
+        for v in views:  # each ends before its next chunk
+            v.gen.cancel()
+
+    for i, e in prefetch(turns(), cancel_all):
+        # Only this column changes: a streaming video given its last segment again would
+        # append that segment to its player a second time.
+        update: list = [gr.skip()] * 13
+        update[4 * i : 4 * i + 4] = views[i].add(e)
+        yield tuple(update)
+        if over_time(views[i].gen, e):
+            cancel_all()
     rows = []
     for v in views:
         _, _, _, s = v.finish()

@@ -276,6 +276,11 @@ class Generation:
     def cancel(self) -> None:
         self._cancel.set()
 
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether `cancel` was called (`cancelled` says whether the generation has stopped for it)."""
+        return self._cancel.is_set()
+
     def __iter__(self) -> Iterator[ChunkEvent]:
         pipe, p = self.pipe, self.pipe.preset
         cf = p.model.chunk_frames

@@ -1,0 +1,27 @@
+"""One item ahead: the next chunk is computed while the caller shows this one."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def prefetch(items: Iterable[T], cancel: Callable[[], None]) -> Iterator[T]:
+    """The items of `items`, each next one computed in a worker thread while the caller handles
+    the one it was given (the app's caller, Gradio, probes and remuxes each streamed segment in
+    subprocesses, about as long as a chunk takes on a CPU).  At most one item is computed
+    ahead, one at a time.  Closed early, it calls `cancel` (a generation then stops before its
+    next chunk) and waits for the item in progress, so no computation outlives it."""
+    end = object()
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as worker:
+        try:
+            pending = worker.submit(next, it, end)
+            while (item := pending.result()) is not end:
+                pending = worker.submit(next, it, end)
+                yield item
+        finally:
+            cancel()

@@ -1,0 +1,57 @@
+"""dsa_core.prefetch: one item computed ahead, in a worker thread, and nothing outliving it."""
+
+import threading
+import time
+
+import pytest
+
+from dsa_core.prefetch import prefetch
+
+
+def test_the_next_item_is_computed_while_the_caller_handles_this_one():
+    started = [threading.Event() for _ in range(4)]
+
+    def items():
+        for k in range(4):
+            started[k].set()
+            yield k
+
+    out = prefetch(items(), cancel=lambda: None)
+    assert next(out) == 0
+    assert started[1].wait(timeout=10)  # not asked for yet, and under way
+    assert not started[2].is_set()  # one ahead, no more
+    assert list(out) == [1, 2, 3]
+
+
+def test_closed_early_it_cancels_and_waits_for_the_item_in_progress():
+    cancelled, second = threading.Event(), threading.Event()
+    finished = []
+
+    def items():
+        k = 0
+        while not cancelled.is_set():
+            if k == 1:
+                second.set()
+            time.sleep(0.05)
+            finished.append(k)
+            yield k
+            k += 1
+
+    out = prefetch(items(), cancel=cancelled.set)
+    assert next(out) == 0
+    assert second.wait(timeout=10)
+    out.close()
+    assert cancelled.is_set()
+    assert finished == [0, 1]  # item 1 was under way and ended before close returned; none after
+    assert not [t for t in threading.enumerate() if t.name.startswith("prefetch")]
+
+
+def test_an_error_in_the_worker_reaches_the_caller():
+    def items():
+        yield 0
+        raise ValueError("chunk 1 failed")
+
+    out = prefetch(items(), cancel=lambda: None)
+    assert next(out) == 0
+    with pytest.raises(ValueError, match="chunk 1 failed"):
+        next(out)
