@@ -76,6 +76,11 @@ PARAMS = {
     "adaptive": {"steps": "max_steps", "margin": "margin", "tol": "tol", "min_steps": "min_steps"},
     "proxy": {"steps": "max_steps", "margin": "margin", "tol": "tol", "min_steps": "min_steps"},
 }
+# The tables' columns, shown as headers before a run fills them.  Per chunk: its record in
+# the JSON (`ChunkEvent.stats`) but for the step lists, which the charts show.
+CHUNK_COLUMNS = ["index", "steps", "confidence", "nfe", "num_frames", "transformer_ms", "decode_ms", "prompt"]
+SUMMARY_COLUMNS = ["schedule", "student", "NFE", "frames", "generated FPS", "first-chunk latency s", "mean steps",
+                   "quality (0–100)"]
 ACTIVE: dict[str, Generation] = {}  # the running generation of each browser session
 # A video to try "Continue a video" on without one at hand: the shipped model's first sample.
 CONTINUE_EXAMPLE = Path(__file__).resolve().parent / "assets" / "sample_0.mp4"
@@ -218,8 +223,7 @@ class ChunkView:
         self.video.close()
         summary = self.gen.summary()
         (self.folder / "video.json").write_text(json.dumps(summary, indent=2))
-        table = pd.DataFrame([{k: v for k, v in c.items() if k not in ("timesteps", "head_confidence")}
-                              for c in summary["chunks"]])
+        table = pd.DataFrame(summary["chunks"], columns=CHUNK_COLUMNS)
         return str(self.video.path), table, str(self.folder / "video.json"), summary
 
 
@@ -316,13 +320,10 @@ def compare(prompt, names, seconds, seed, video: str | None = None):
         # The schedules ran in turns, so their wall clocks overlap: each is timed by its own
         # chunks' transformer and decode time.
         own_s = [(c["transformer_ms"] + c["decode_ms"]) / 1e3 for c in s["chunks"]]
-        rows.append({"schedule": v.gen.schedule.name, "student": v.gen.pipe.student, "NFE": s["nfe"],
-                     "frames": s["num_frames"],
-                     "generated FPS": round(v.frames / sum(own_s), 1),
-                     "first-chunk latency s": round(own_s[0], 3),
-                     "mean steps": round(sum(c["steps"] for c in s["chunks"]) / len(s["chunks"]), 2),
-                     "quality (0–100)": quality(prompt, v)})
-    yield *[gr.skip()] * 12, pd.DataFrame(rows)
+        rows.append([v.gen.schedule.name, v.gen.pipe.student, s["nfe"], s["num_frames"],
+                     round(v.frames / sum(own_s), 1), round(own_s[0], 3),
+                     round(sum(c["steps"] for c in s["chunks"]) / len(s["chunks"]), 2), quality(prompt, v)])
+    yield *[gr.skip()] * 12, pd.DataFrame(rows, columns=SUMMARY_COLUMNS)
 
 
 def charts(max_steps: int) -> tuple[gr.ScatterPlot, gr.BarPlot]:
@@ -385,7 +386,7 @@ def build() -> gr.Blocks:
             with gr.Row():
                 final = gr.Video(label="Video (MP4)", height=320)
                 report = gr.File(label="Per-chunk statistics (JSON)")
-            table = gr.Dataframe(label="Per-chunk statistics", interactive=False)
+            table = gr.Dataframe(label="Per-chunk statistics", headers=CHUNK_COLUMNS, interactive=False)
             event = go.click(
                 generate,
                 [prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed, model, video],
@@ -415,7 +416,7 @@ def build() -> gr.Blocks:
             summary = gr.Dataframe(label="Summary · FPS and latency: each schedule's own transformer and decode "
                                          "time (they run in turns) · quality: the total score of dsa_core.eval "
                                          "(0–100), measured for held-out world captions such as the examples",
-                                   interactive=False)
+                                   headers=SUMMARY_COLUMNS, interactive=False)
             c_go.click(compare, [c_prompt, c_names, c_seconds, c_seed, c_video], [*columns, summary],
                        api_name="compare", concurrency_id="device")
     return demo

@@ -39,7 +39,16 @@ def test_stream_charts_and_mp4(client, tiny_pipe):
     stream = json.loads(probe.stdout)["streams"][0]
     assert stream["codec_name"] == "h264"
     assert int(stream["nb_read_frames"]) == sum(len(e.frames) for e in events)
-    assert json.loads(Path(final[6]).read_text())["nfe"] == events[-1].nfe
+    record = json.loads(Path(final[6]).read_text())
+    assert record["nfe"] == events[-1].nfe
+    # The table shows each chunk's JSON record but for its step lists, which the charts show.
+    table = final[5]
+    assert set(table["headers"]) == set(record["chunks"][0]) - {"timesteps", "head_confidence"}
+    assert len(table["data"]) == len(record["chunks"])
+    for row, chunk in zip(table["data"], record["chunks"]):
+        shown = dict(zip(table["headers"], row))
+        assert shown["index"] == chunk["index"] and shown["steps"] == chunk["steps"]
+        assert shown["prompt"] == chunk["prompt"] and shown["decode_ms"] == chunk["decode_ms"]
 
 
 @pytest.mark.slow
