@@ -104,9 +104,10 @@ def latents_to_vae(vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor
 def encode(vae: AutoencoderKLWan, video: torch.Tensor) -> torch.Tensor:
     """Video [B, 3, 1+4k, H, W] in [-1, 1] → model latents [B, z_dim, 1+k, H/s, W/s] (s: `Preset.vae_scale`).
 
-    Uses the posterior mode (no sampling), so encoding is deterministic.
+    Uses the posterior mode (no sampling), so encoding is deterministic.  On the fast CPU
+    kernels, as `StreamingDecoder` decodes (81 frames at 64×64: 0.24 s against 0.9 s here).
     """
-    z = vae.encode(video.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
+    z = use_fast_cpu_kernels(vae).encode(video.to(device=vae.device, dtype=vae.dtype)).latent_dist.mode()
     return vae_to_latents(vae, z)
 
 
