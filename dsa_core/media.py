@@ -93,20 +93,15 @@ def read_video(path: str | Path, height: int, width: int, fps: int, max_frames: 
             if not container.streams.video:
                 raise ValueError(f"{path} holds no video frames")
             stream = container.streams.video[0]
-            graph = av.filter.Graph()
-            graph.link_nodes(
-                graph.add_buffer(template=stream),
-                graph.add("fps", str(fps)),
-                graph.add("scale", f"{width}:{height}:force_original_aspect_ratio=increase"),
-                graph.add("crop", f"{width}:{height}"),
-                graph.add("format", "rgb24"),
-                graph.add("buffersink"),
-            ).configure()
+            graph = None
             for frame in container.decode(stream):
+                if graph is None:  # built on the first frame, which carries the display rotation
+                    graph = _filters(stream, frame.rotation, height, width, fps)
                 graph.vpush(frame)
                 pull(graph)
-            graph.vpush(None)  # the fps filter holds its last frames until the input ends
-            pull(graph)
+            if graph is not None:
+                graph.vpush(None)  # the fps filter holds its last frames until the input ends
+                pull(graph)
     except av.FFmpegError as err:
         raise ValueError(f"{path} could not be read as a video: {err.strerror}") from None
     if not frames:
@@ -115,6 +110,28 @@ def read_video(path: str | Path, height: int, width: int, fps: int, max_frames: 
         warnings.warn(f"{path} has {total} frames at {fps} fps; its first {total - max_frames} were skipped "
                       f"and its last {max_frames} are used", UserWarning, stacklevel=2)
     return np.stack(frames)
+
+
+# A phone stores a portrait video as landscape frames and a display rotation (degrees
+# counterclockwise), which the ffmpeg command line applies by itself and a filter graph does not.
+_UPRIGHT = {90: [("transpose", "cclock")], 180: [("hflip", None), ("vflip", None)], 270: [("transpose", "clock")]}
+
+
+def _filters(stream, rotation: float, height: int, width: int, fps: int):
+    """Upright, at `fps`, scaled to cover height × width and centre-cropped, as RGB."""
+    import av
+
+    graph = av.filter.Graph()
+    graph.link_nodes(
+        graph.add_buffer(template=stream),
+        *(graph.add(name, args) for name, args in _UPRIGHT.get(round(rotation) % 360, [])),
+        graph.add("fps", str(fps)),
+        graph.add("scale", f"{width}:{height}:force_original_aspect_ratio=increase"),
+        graph.add("crop", f"{width}:{height}"),
+        graph.add("format", "rgb24"),
+        graph.add("buffersink"),
+    ).configure()
+    return graph
 
 
 def contact_sheet(frames_per_row: list[np.ndarray], scale: int = 3, gap: int = 2) -> np.ndarray:

@@ -62,3 +62,27 @@ def test_read_video_refuses_what_is_not_a_video(tmp_path):
         read_video(text, 64, 64, 16, 10)
     with pytest.raises(FileNotFoundError, match="missing.mp4 does not exist"):
         read_video(tmp_path / "missing.mp4", 64, 64, 16, 10)
+
+
+def write_rotated(path, frames: np.ndarray, rotation: int) -> None:
+    """An MP4 as a phone writes one: frames as captured, and a display rotation to apply."""
+    with av.open(str(path), "w", format="mp4") as c:
+        stream = c.add_stream("libx264", rate=16)
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.set_display_rotation(rotation)
+        for i, frame in enumerate(frames):
+            picture = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            picture.pts = i
+            c.mux(stream.encode(picture))
+        c.mux(stream.encode())
+
+
+@pytest.mark.parametrize("rotation, quarter_turns", [(0, 0), (90, 1), (180, 2), (270, 3)])
+def test_read_video_turns_a_rotated_video_upright(tmp_path, clip, rotation, quarter_turns):
+    write_rotated(tmp_path / "stored.mp4", clip[:9], 0)
+    write_rotated(tmp_path / "shown.mp4", clip[:9], rotation)  # the same stream, flagged
+    stored = read_video(tmp_path / "stored.mp4", 96, 128, 16, 100)
+    h, w = (96, 128) if quarter_turns % 2 == 0 else (128, 96)
+    # Counterclockwise, as FFmpeg's display matrix (and the ffmpeg command line) turns it.
+    upright = read_video(tmp_path / "shown.mp4", h, w, 16, 100)
+    assert np.array_equal(upright, np.rot90(stored, quarter_turns, axes=(1, 2)))
