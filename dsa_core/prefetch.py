@@ -14,14 +14,17 @@ def prefetch(items: Iterable[T], cancel: Callable[[], None]) -> Iterator[T]:
     the one it was given (the app's caller, Gradio, probes and remuxes each streamed segment in
     subprocesses, about as long as a chunk takes on a CPU).  At most one item is computed
     ahead, one at a time.  Closed early, it calls `cancel` (a generation then stops before its
-    next chunk) and waits for the item in progress, so no computation outlives it."""
+    next chunk) and returns at once: the item in progress ends in the worker and is dropped.
+    Gradio closes a stopped stream from its event loop, which waiting for a chunk would stall
+    for every user."""
     end = object()
     it = iter(items)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as worker:
-        try:
+    worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch")
+    try:
+        pending = worker.submit(next, it, end)
+        while (item := pending.result()) is not end:
             pending = worker.submit(next, it, end)
-            while (item := pending.result()) is not end:
-                pending = worker.submit(next, it, end)
-                yield item
-        finally:
-            cancel()
+            yield item
+    finally:
+        cancel()
+        worker.shutdown(wait=False)

@@ -23,8 +23,8 @@ def test_the_next_item_is_computed_while_the_caller_handles_this_one():
     assert list(out) == [1, 2, 3]
 
 
-def test_closed_early_it_cancels_and_waits_for_the_item_in_progress():
-    cancelled, second = threading.Event(), threading.Event()
+def test_closed_early_it_cancels_and_returns_while_the_item_in_progress_ends_in_the_worker():
+    cancelled, second, release = threading.Event(), threading.Event(), threading.Event()
     finished = []
 
     def items():
@@ -32,7 +32,7 @@ def test_closed_early_it_cancels_and_waits_for_the_item_in_progress():
         while not cancelled.is_set():
             if k == 1:
                 second.set()
-            time.sleep(0.05)
+                release.wait(timeout=30)
             finished.append(k)
             yield k
             k += 1
@@ -40,9 +40,13 @@ def test_closed_early_it_cancels_and_waits_for_the_item_in_progress():
     out = prefetch(items(), cancel=cancelled.set)
     assert next(out) == 0
     assert second.wait(timeout=10)
-    out.close()
-    assert cancelled.is_set()
-    assert finished == [0, 1]  # item 1 was under way and ended before close returned; none after
+    out.close()  # item 1 is held up: closing must not wait for it
+    assert cancelled.is_set() and finished == [0]
+    release.set()
+    deadline = time.monotonic() + 10
+    while [t for t in threading.enumerate() if t.name.startswith("prefetch")] and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert finished == [0, 1]  # item 1 ended in the worker; none after it
     assert not [t for t in threading.enumerate() if t.name.startswith("prefetch")]
 
 
