@@ -256,7 +256,7 @@ def next_prompt(prompt, recache, request: gr.Request) -> str:
         gen.change_prompt(prompt, recache=bool(recache))
     except ValueError as err:
         raise gr.Error(str(err)) from None
-    return f"takes effect from the next chunk: {prompt.strip()}"
+    return f"takes effect from the next chunk to start: {prompt.strip()}"
 
 
 @functools.cache
