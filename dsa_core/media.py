@@ -6,8 +6,12 @@ import warnings
 from collections import deque
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:  # imported where used: a training host needs no video library
+    import av
 
 
 class Mp4Writer:
@@ -117,7 +121,7 @@ def read_video(path: str | Path, height: int, width: int, fps: int, max_frames: 
 _UPRIGHT = {90: [("transpose", "cclock")], 180: [("hflip", None), ("vflip", None)], 270: [("transpose", "clock")]}
 
 
-def _filters(stream, rotation: float, height: int, width: int, fps: int):
+def _filters(stream: av.VideoStream, rotation: float, height: int, width: int, fps: int) -> av.filter.Graph:
     """Upright, at `fps`, scaled to cover height × width and centre-cropped, as RGB."""
     import av
 
