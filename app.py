@@ -2,7 +2,7 @@
 
 Generate tab: the video streams in chunk by chunk (each chunk an H.264 segment the player
 appends), with the confidence after every step and the steps of every chunk charted as
-they arrive; a next prompt takes effect from the next chunk; an uploaded video may be
+they arrive; a next prompt takes effect from the next chunk to start; an uploaded video may be
 continued instead of starting from noise; at the end, the MP4, the per-chunk table and the
 JSON to download.  Compare tab: one prompt, seed and initial noise
 (and uploaded video, if any) through two or three schedules, streamed side by side.
@@ -184,22 +184,24 @@ class ChunkView:
         self.frames = 0  # generated, not given
         self.chunks: list = []  # decoded frames, for the quality score
 
+    def segment(self, name: str, frames: np.ndarray) -> str:
+        """The player's next segment, and the same frames appended to the MP4."""
+        path = self.folder / f"{name}.ts"
+        write_mp4(path, [frames], FPS)
+        self.video.write(frames)
+        return str(path)
+
     def given(self) -> tuple:
         """The uploaded video's frames that the generation continues: the first segment and the
         start of the MP4, before any chart data."""
         frames = self.gen.context_frames
-        segment = self.folder / "given.ts"
-        write_mp4(segment, [frames], FPS)
-        self.video.write(frames)
         figures = (f"continuing the last {len(frames)} frames ({len(frames) / FPS:.2f} s, "
                    f"{self.gen.context_chunks} chunks) of the uploaded video")
         empty = pd.DataFrame(columns=["chunk", "confidence", "step"]), pd.DataFrame(columns=["chunk", "steps"])
-        return str(segment), *empty, figures
+        return self.segment("given", frames), *empty, figures
 
     def add(self, e: ChunkEvent) -> tuple:
-        segment = self.folder / f"chunk_{e.index:03d}.ts"
-        write_mp4(segment, [e.frames], FPS)
-        self.video.write(e.frames)
+        segment = self.segment(f"chunk_{e.index:03d}", e.frames)
         self.frames += len(e.frames)
         self.chunks.append(e.frames)
         # One line per step number across chunks: a chunk that stopped early ends its lines.  The
@@ -217,7 +219,7 @@ class ChunkView:
             f"**{self.frames / e.elapsed_s:.1f}** generated frames/s · first chunk after "
             f"**{self.gen.events[0].elapsed_s:.2f} s** · chunk {e.index + 1}/{e.num_chunks} · prompt: {e.prompt}"
         )
-        return str(segment), pd.DataFrame(self.conf_rows), pd.DataFrame(self.step_rows), figures
+        return segment, pd.DataFrame(self.conf_rows), pd.DataFrame(self.step_rows), figures
 
     def finish(self) -> tuple[str, pd.DataFrame, str, dict]:
         self.video.close()
