@@ -426,8 +426,12 @@ def build() -> gr.Blocks:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
-    parser.add_argument("--host", default=os.environ.get("DSA_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("DSA_PORT", "7860")))
+    # After our own variables, Gradio's: a Hugging Face Space sets GRADIO_SERVER_NAME=0.0.0.0,
+    # and an app that bound loopback there would never answer its health check.
+    parser.add_argument("--host",
+                        default=os.environ.get("DSA_HOST") or os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int,
+                        default=int(os.environ.get("DSA_PORT") or os.environ.get("GRADIO_SERVER_PORT", "7860")))
     parser.add_argument("--max-queue", type=int, default=LIMITS.max_queue)
     parser.add_argument("--max-request-seconds", type=float, default=LIMITS.max_request_s)
     parser.add_argument("--output-max-age", type=float, default=LIMITS.output_max_age_s, help="seconds")

@@ -37,13 +37,20 @@ def tiny_pipe() -> StreamingPipeline:
 
 
 @contextmanager
-def serve_app(outputs: Path, *args: str) -> Iterator[Client]:
-    """Run app.py on a free loopback port (with extra CLI args) and connect a client to it."""
+def serve_app(outputs: Path, *args: str, root: Path = ROOT, as_space: bool = False) -> Iterator[Client]:
+    """Run `root`/app.py on a free port (with extra CLI args) and connect a client to it: on
+    loopback through `--port`, or `as_space`, with the address in Gradio's variables as a
+    Hugging Face Space sets them (all interfaces)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    env = {**os.environ, "DSA_OUTPUT_DIR": str(outputs)}
-    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port), *args], cwd=ROOT, env=env,
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GRADIO_SERVER_", "DSA_HOST", "DSA_PORT"))}
+    env["DSA_OUTPUT_DIR"] = str(outputs)
+    if as_space:
+        env |= {"GRADIO_SERVER_NAME": "0.0.0.0", "GRADIO_SERVER_PORT": str(port)}
+    else:
+        args = ("--port", str(port), *args)
+    server = subprocess.Popen([sys.executable, "app.py", *args], cwd=root, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     try:
