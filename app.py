@@ -18,6 +18,7 @@ import os
 import random
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -82,6 +83,9 @@ CHUNK_COLUMNS = ["index", "steps", "confidence", "nfe", "num_frames", "transform
 SUMMARY_COLUMNS = ["schedule", "student", "NFE", "frames", "generated FPS", "first-chunk latency s", "mean steps",
                    "quality (0–100)"]
 ACTIVE: dict[str, Generation] = {}  # the running generation of each browser session
+# Held for each chunk: after Stop, the chunk under way ends in its worker while the next request
+# starts; its first chunk waits for it instead of sharing the device (`prefetch`).
+CHUNK_LOCK = threading.Lock()
 # A video to try "Continue a video" on without one at hand: the shipped model's first sample.
 CONTINUE_EXAMPLE = Path(__file__).resolve().parent / "assets" / "sample_0.mp4"
 
@@ -241,7 +245,7 @@ def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, s
     try:
         if gen.context_chunks:
             yield *view.given(), *[gr.skip()] * 3
-        for e in prefetch(gen, gen.cancel):
+        for e in prefetch(gen, gen.cancel, CHUNK_LOCK):
             yield *view.add(e), *[gr.skip()] * 3
             over_time(gen, e)
     finally:
@@ -308,7 +312,7 @@ def compare(prompt, names, seconds, seed, video: str | None = None):
         for v in views:  # each ends before its next chunk
             v.gen.cancel()
 
-    for i, e in prefetch(turns(), cancel_all):
+    for i, e in prefetch(turns(), cancel_all, CHUNK_LOCK):
         # Only this column changes: a streaming video given its last segment again would
         # append that segment to its player a second time.
         update: list = [gr.skip()] * 13

@@ -59,3 +59,31 @@ def test_an_error_in_the_worker_reaches_the_caller():
     assert next(out) == 0
     with pytest.raises(ValueError, match="chunk 1 failed"):
         next(out)
+
+
+def test_a_shared_lock_holds_the_next_stream_until_the_dropped_item_has_ended():
+    lock = threading.Lock()
+    held, release, second_started = threading.Event(), threading.Event(), threading.Event()
+
+    def first():
+        yield 0
+        held.set()
+        release.wait(timeout=30)
+        yield 1
+
+    def second():
+        second_started.set()
+        yield "a"
+
+    out = prefetch(first(), cancel=lambda: None, lock=lock)
+    assert next(out) == 0
+    assert held.wait(timeout=10)
+    out.close()  # item 1 is still being computed, holding the lock
+    nxt = prefetch(second(), cancel=lambda: None, lock=lock)
+    waiting = threading.Thread(target=lambda: next(nxt))
+    waiting.start()
+    time.sleep(0.3)
+    assert not second_started.is_set()  # waits for the dropped item
+    release.set()
+    waiting.join(timeout=10)
+    assert second_started.is_set() and not waiting.is_alive()
