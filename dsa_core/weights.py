@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 from .config import Preset, get_preset
+from .cpu import fit_threads
 from .model import CausalWanModel
 from .text import TextEncoder, make_tiny_text_encoder
 from .vae import load_vae, make_vae
@@ -237,6 +238,7 @@ def load_components(
     preset = get_preset(name)
     preset.validate()
     dev = pick_device(device)
+    fit_threads()
     if name == "wan-1.3b":
         dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
         source = resolve_wan(weights_dir, cache_dir=hub_cache_dir, revision=hub_revision)

@@ -18,11 +18,11 @@ import math
 import os
 import shutil
 import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import tomllib
 import torch
 import torch.distributed as dist
 from diffusers import AutoencoderKLWan
@@ -30,6 +30,7 @@ from torch import nn
 from tqdm import tqdm
 
 from ..config import TINY, ModelConfig, Preset
+from ..cpu import fit_threads
 
 
 @dataclass
@@ -168,6 +169,7 @@ class Run:
         if torch.cuda.is_available():
             # TF32 matmuls (fp32 accumulation), as GPU training of DiTs runs; the CPU is unaffected.
             torch.set_float32_matmul_precision("high")
+        fit_threads()
         world = int(os.environ.get("WORLD_SIZE", "1"))
         if world == 1:
             return cls(device=torch.device("cuda" if torch.cuda.is_available() else "cpu"))
