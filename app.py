@@ -35,7 +35,7 @@ from dsa_core.cpu import fit_threads
 from dsa_core.eval import Evaluator, caption_attributes
 from dsa_core.evalnet import AttributeNet
 from dsa_core.media import Mp4Writer, write_mp4
-from dsa_core.pipeline import ChunkEvent, Generation, StreamingPipeline, read_context
+from dsa_core.pipeline import ChunkEvent, Generation, GivenVideo, StreamingPipeline, read_context
 from dsa_core.prefetch import prefetch
 from dsa_core.schedules import SCHEDULES
 from dsa_core.world import WORLDS, heldout_seed, sample_clip
@@ -147,7 +147,7 @@ def uploaded_frames(video: str | None, model: str, seconds) -> np.ndarray | None
 
 
 def start(prompt, schedule, widgets: dict, seconds, seed, model: str = "tiny",
-          context: np.ndarray | None = None) -> Generation:
+          context: np.ndarray | GivenVideo | None = None) -> Generation:
     """Validate the form and start a generation on the schedule's own trained student, after the
     `context` frames if given."""
     with shown():
@@ -292,7 +292,9 @@ def compare(prompt, names, seconds, seed, video: str | None = None):
     if not 2 <= len(names or []) <= 3:
         raise gr.Error(f"choose 2 or 3 schedules to compare (chose {len(names or [])})")
     defaults = {"steps": None, "counts": None, "margin": None, "tol": None, "min_steps": None}
-    context = uploaded_frames(video, "tiny", seconds)  # read once: every schedule continues the same frames
+    context = uploaded_frames(video, "tiny", seconds)
+    if context is not None:  # read, encoded and decoded once: every schedule continues the same frames
+        context = PIPE.given(context)
     views = [ChunkView(start(prompt, name, defaults, seconds, number(seed, "seed"), context=context))
              for name in names]
     if context is not None:  # every player opens with them

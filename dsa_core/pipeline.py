@@ -228,6 +228,32 @@ class _CachedChunk:
     last_t: float
 
 
+class GivenVideo:
+    """Frames of a video to continue (`StreamingPipeline.given`), with their latents and a decoder
+    primed on them: computed once, by the first generation that needs them, and shared by every
+    generation that continues them on the same VAE (Compare's schedules: each student feeds the
+    same latents; decoding the given frames is most of a continuation's start-up)."""
+
+    def __init__(self, pipe: StreamingPipeline, frames: np.ndarray) -> None:
+        self.frames = pipe.check_context(frames)
+        self.vae, self.device, self.dtype = pipe.vae, pipe.device, pipe.dtype
+        self._lock = threading.Lock()
+        self._primed: tuple[torch.Tensor, StreamingDecoder] | None = None
+
+    def primed(self) -> tuple[torch.Tensor, StreamingDecoder]:
+        """The latents [1, C, f, h, w] and a decoder of its own that has decoded them."""
+        with self._lock, torch.inference_mode():
+            if self._primed is None:
+                latents = encode(self.vae, to_video_tensor([self.frames])).to(self.device, self.dtype)
+                # Decoded and dropped: the decoder's causal cache must hold the given frames for
+                # the first generated chunk to decode as their continuation.
+                decoder = StreamingDecoder(self.vae)
+                decoder.decode(latents.float())
+                self._primed = latents, decoder
+            latents, decoder = self._primed
+            return latents, decoder.fork()
+
+
 class Generation:
     """One streaming video: iterate it for `ChunkEvent`s.
 
@@ -244,13 +270,14 @@ class Generation:
         schedule: Schedule,
         latent_frames: int,
         seed: int,
-        context: np.ndarray | None = None,
+        context: GivenVideo | None = None,
     ) -> None:
         self.pipe = pipe
         self.schedule = schedule
         self.seed = seed
         cf = pipe.preset.model.chunk_frames
-        self.context_frames = context if context is not None else np.zeros((0, 0, 0, 3), np.uint8)
+        self.given = context
+        self.context_frames = context.frames if context is not None else np.zeros((0, 0, 0, 3), np.uint8)
         self.context_chunks = (len(self.context_frames) + 3) // (4 * cf)  # inverts chunk_start_frame
         self.latent_frames = self.context_chunks * cf + latent_frames
         self.num_chunks = self.latent_frames // cf
@@ -285,7 +312,6 @@ class Generation:
         pipe, p = self.pipe, self.pipe.preset
         cf = p.model.chunk_frames
         rollout = Rollout(pipe.model, pipe.scheduler, self.schedule, p, self.seed, device=pipe.device, dtype=pipe.dtype)
-        decoder = StreamingDecoder(pipe.vae)
         window_chunks, sink_chunks = p.sampling.window_frames // cf, p.sampling.sink_frames // cf
         cached: list[_CachedChunk] = []
 
@@ -296,18 +322,17 @@ class Generation:
 
         start = time.perf_counter()
         text = pipe.encode_prompt(self._prompt)
-        if self.context_chunks:
+        if self.given is None:
+            decoder = StreamingDecoder(pipe.vae)
+        else:
+            latents, decoder = self.given.primed()
             with torch.inference_mode():
-                latents = encode(pipe.vae, to_video_tensor([self.context_frames])).to(pipe.device, pipe.dtype)
                 for k in range(self.context_chunks):
                     x0 = latents[:, :, k * cf : (k + 1) * cf]
                     rollout.feed(x0, text)
                     self.nfe += 1  # its context pass
                     t = self.schedule.context_t
                     remember(_CachedChunk(x0, k * cf, True, t, t))
-                    # Decoded and dropped: the decoder's causal cache must hold the given frames
-                    # for the first generated chunk to decode as their continuation.
-                    decoder.decode(x0.float())
         for k in range(self.context_chunks, self.num_chunks):
             if self._cancel.is_set():
                 self.cancelled = True
@@ -495,6 +520,10 @@ class StreamingPipeline:
                           f"its last {kept}, which fill whole chunks", UserWarning, stacklevel=3)
         return frames[len(frames) - kept :]
 
+    def given(self, frames: np.ndarray) -> GivenVideo:
+        """`frames` (`check_context`) to continue in one or more generations, encoded once."""
+        return GivenVideo(self, frames)
+
     def latent_frames(self, seconds: float, continued: bool = False) -> int:
         """Whole chunks of latent frames covering `seconds` (first latent = 1 frame, then 4 each;
         `continued`: after a given video, where every latent frame is 4)."""
@@ -519,19 +548,23 @@ class StreamingPipeline:
         schedule: str | Schedule = "adaptive",
         seconds: float = 5.0,
         seed: int = 0,
-        context: np.ndarray | None = None,
+        context: np.ndarray | GivenVideo | None = None,
         **schedule_params,
     ) -> Generation:
         """Validate a request and return its (lazy) `Generation`; nothing runs until iterated.
 
-        `context`: frames of a video to continue (`check_context`); `seconds` more are generated
-        after them, and the two together may not exceed the longest video allowed."""
+        `context`: frames of a video to continue (`check_context`), or `given(frames)` to continue
+        them in several generations for one encoding; `seconds` more are generated after them,
+        and the two together may not exceed the longest video allowed."""
         prompt = self.check_prompt(prompt)
         seconds = self.check_seconds(seconds)
         seed = self.check_seed(seed)
         if context is not None:
-            context = self.check_context(context)
-            given, limit = len(context) / self.preset.sampling.fps, self.preset.sampling.max_seconds
+            context = context if isinstance(context, GivenVideo) else self.given(context)
+            if (context.vae, context.device, context.dtype) != (self.vae, self.device, self.dtype):
+                raise ValueError("context was prepared by a pipeline with another VAE, device or dtype: "
+                                 "prepare it with this pipeline's given()")
+            given, limit = len(context.frames) / self.preset.sampling.fps, self.preset.sampling.max_seconds
             if given + seconds > limit:
                 raise ValueError(f"the context's {given:.2f} s and seconds={seconds!r} make {given + seconds:.2f} s; "
                                  f"a video may be at most {limit} s")

@@ -128,6 +128,13 @@ class StreamingDecoder:
         self._feat_cache: list[Any] = [None] * self.vae._cached_conv_counts["decoder"]
         self._first_frame = True
 
+    def fork(self) -> StreamingDecoder:
+        """A decoder on the same VAE that goes on from where this one is, independently."""
+        other = StreamingDecoder(self.vae)
+        other._feat_cache = [c.clone() if isinstance(c, torch.Tensor) else c for c in self._feat_cache]
+        other._first_frame = self._first_frame
+        return other
+
     # No autograd: the cache would otherwise keep every earlier chunk's graph alive.
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

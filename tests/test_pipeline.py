@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from dsa_core import generate as cli
-from dsa_core.vae import StreamingDecoder, to_uint8_frames
+from dsa_core.vae import StreamingDecoder, encode, to_uint8_frames
 
 
 def frames_of(gen):
@@ -243,6 +243,29 @@ def test_a_given_video_is_continued_as_the_rollout_feeds_it(random_pipe):
     assert np.array_equal(frames_of(events), whole[33:])
     alone = to_uint8_frames(StreamingDecoder(random_pipe.vae).decode(torch.cat(by_hand, 2)))
     assert not np.array_equal(frames_of(events)[-12:], alone[-12:])
+
+
+def test_one_given_video_is_encoded_once_for_several_generations(random_pipe, monkeypatch):
+    from dsa_core import pipeline
+
+    clip = one_object_clip()
+    alone = [frames_of(random_pipe.generate(clip.caption, s, seconds=1, seed=0, context=clip.frames[:21]))
+             for s in ("fixed", "diagonal")]
+    calls = []
+    monkeypatch.setattr(pipeline, "encode", lambda *a: calls.append(1) or encode(*a))
+    given = random_pipe.given(clip.frames[:21])
+    shared = [random_pipe.generate(clip.caption, s, seconds=1, seed=0, context=given) for s in ("fixed", "diagonal")]
+    # In turns, chunk by chunk, as Compare runs them: each has a decoder of its own.
+    turns = [iter(g) for g in shared]
+    events = [[], []]
+    for _ in range(shared[0].num_chunks - shared[0].context_chunks):
+        for i, it in enumerate(turns):
+            events[i].append(next(it))
+    assert calls == [1]
+    assert all(np.array_equal(np.concatenate([e.frames for e in ev]), a) for ev, a in zip(events, alone))
+    other = dataclasses.replace(random_pipe, dtype=torch.float64)
+    with pytest.raises(ValueError, match="another VAE, device or dtype"):
+        other.generate(clip.caption, "fixed", seconds=1, context=given)
 
 
 def test_the_given_video_changes_what_follows(random_pipe):
