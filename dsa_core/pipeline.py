@@ -235,7 +235,7 @@ class GivenVideo:
     same latents; decoding the given frames is most of a continuation's start-up)."""
 
     def __init__(self, pipe: StreamingPipeline, frames: np.ndarray) -> None:
-        self.frames = pipe.check_context(frames)
+        self.frames = frames  # checked by the pipeline (`check_context`)
         self.vae, self.device, self.dtype = pipe.vae, pipe.device, pipe.dtype
         self._lock = threading.Lock()
         self._primed: tuple[torch.Tensor, StreamingDecoder] | None = None
@@ -522,7 +522,7 @@ class StreamingPipeline:
 
     def given(self, frames: np.ndarray) -> GivenVideo:
         """`frames` (`check_context`) to continue in one or more generations, encoded once."""
-        return GivenVideo(self, frames)
+        return GivenVideo(self, self.check_context(frames))
 
     def latent_frames(self, seconds: float, continued: bool = False) -> int:
         """Whole chunks of latent frames covering `seconds` (first latent = 1 frame, then 4 each;
@@ -560,7 +560,7 @@ class StreamingPipeline:
         seconds = self.check_seconds(seconds)
         seed = self.check_seed(seed)
         if context is not None:
-            context = context if isinstance(context, GivenVideo) else self.given(context)
+            context = context if isinstance(context, GivenVideo) else GivenVideo(self, self.check_context(context))
             if (context.vae, context.device, context.dtype) != (self.vae, self.device, self.dtype):
                 raise ValueError("context was prepared by a pipeline with another VAE, device or dtype: "
                                  "prepare it with this pipeline's given()")
