@@ -3,6 +3,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,9 +38,9 @@ def tiny_pipe() -> StreamingPipeline:
 
 
 @contextmanager
-def serve_app(outputs: Path, *args: str, root: Path = ROOT, as_space: bool = False) -> Iterator[Client]:
-    """Run `root`/app.py on a free port (with extra CLI args) and connect a client to it: on
-    loopback through `--port`, or `as_space`, with the address in Gradio's variables as a
+def app_process(outputs: Path, *args: str, root: Path = ROOT, as_space: bool = False) -> Iterator[str]:
+    """Run `root`/app.py on a free port (with extra CLI args) and yield its URL once it answers:
+    on loopback through `--port`, or `as_space`, with the address in Gradio's variables as a
     Hugging Face Space sets them (all interfaces)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,20 +53,34 @@ def serve_app(outputs: Path, *args: str, root: Path = ROOT, as_space: bool = Fal
         args = ("--port", str(port), *args)
     server = subprocess.Popen([sys.executable, "app.py", *args], cwd=root, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
     deadline = time.time() + 120
     try:
         while True:
             try:
-                client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+                urllib.request.urlopen(url, timeout=5).close()
                 break
-            except Exception:
+            except OSError:
                 if time.time() > deadline or server.poll() is not None:
                     raise
                 time.sleep(1)
-        yield client
+        yield url
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+@contextmanager
+def serve_app(outputs: Path, *args: str, **where) -> Iterator[Client]:
+    """`app_process` with a client connected to it."""
+    with app_process(outputs, *args, **where) as url:
+        yield Client(url, verbose=False)
+
+
+@pytest.fixture(scope="session")
+def launch_app():
+    """`app_process`, for tests that drive the app other than through a client (a browser)."""
+    return app_process
 
 
 @pytest.fixture(scope="session")

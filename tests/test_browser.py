@@ -2,9 +2,6 @@
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,38 +21,20 @@ FLAGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "-
 
 
 @contextmanager
-def app_page(tmp_path: Path) -> Iterator[Page]:
+def app_page(launch_app, tmp_path: Path) -> Iterator[Page]:
     """A browser page on a fresh app server of its own."""
     assert shutil.which(CHROMIUM), "chromium is missing: scripts/install.sh --dev installs it with apt"
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "DSA_OUTPUT_DIR": str(tmp_path / "outputs")}
-    server = subprocess.Popen([sys.executable, "app.py", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1100})
-            deadline = time.time() + 120
-            while True:
-                try:
-                    page.goto(f"http://127.0.0.1:{port}/", wait_until="networkidle")
-                    break
-                except Exception:
-                    if time.time() > deadline:
-                        raise
-                    time.sleep(1)
-            yield page
-            browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    with launch_app(tmp_path / "outputs") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(url, wait_until="networkidle")
+        yield page
+        browser.close()
 
 
 @pytest.mark.slow
-def test_generate_in_a_browser(tmp_path):
-    with app_page(tmp_path) as page:
+def test_generate_in_a_browser(launch_app, tmp_path):
+    with app_page(launch_app, tmp_path) as page:
         start = time.perf_counter()
         page.get_by_role("button", name="Generate").click()
         page.wait_for_function(
@@ -73,10 +52,10 @@ def test_generate_in_a_browser(tmp_path):
 
 
 @pytest.mark.slow
-def test_continue_an_uploaded_video_in_a_browser(tmp_path):
+def test_continue_an_uploaded_video_in_a_browser(launch_app, tmp_path):
     given = tmp_path / "given.mp4"
     write_mp4(given, [render_clip(heldout_seed(0), WORLDS["simple"]).frames[:40]], 16)
-    with app_page(tmp_path) as page:
+    with app_page(launch_app, tmp_path) as page:
         page.get_by_text("Continue a video (optional)").first.click()  # the Generate tab's
         page.locator("input[type=file][accept^=video]").first.set_input_files(str(given))
         page.locator("video").first.wait_for(timeout=60_000)  # the upload's preview
