@@ -61,3 +61,22 @@ def test_published_files_serve_the_app_as_a_space(app_server, tmp_path):
                                 api_name="/generate")
         summary = json.loads(Path(result[6]).read_text())
         assert summary["num_frames"] == summary["planned_frames"] > 0
+
+
+def test_deploy_calls_the_hub_with_its_real_signatures(monkeypatch):
+    # No network here: HfApi is replaced by an autospec of itself, which refuses any argument
+    # huggingface_hub's own methods do not take.
+    from unittest import mock
+
+    import deploy_space
+    from huggingface_hub import HfApi
+
+    api = mock.create_autospec(HfApi, instance=True)
+    monkeypatch.setattr(deploy_space, "HfApi", lambda token=None: api)
+    deploy_space.main(["someone/dsa", "--private", "--hardware", "cpu-basic"])
+    api.create_repo.assert_called_once_with("someone/dsa", repo_type="space", space_sdk="gradio", private=True,
+                                            exist_ok=True)
+    upload = api.upload_folder.call_args.kwargs
+    assert upload["repo_type"] == "space" and upload["allow_patterns"] == space_files()
+    assert Path(upload["folder_path"]) == ROOT
+    api.request_space_hardware.assert_called_once_with("someone/dsa", "cpu-basic")
