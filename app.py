@@ -205,16 +205,14 @@ class ChunkView:
         frames = self.gen.context_frames
         figures = (f"continuing the last {len(frames)} frames ({len(frames) / FPS:.2f} s, "
                    f"{self.gen.context_chunks} chunks) of the uploaded video")
-        empty = pd.DataFrame(columns=["chunk", "confidence", "step"]), pd.DataFrame(columns=["chunk", "steps"])
-        return self.segment("given", frames), *empty, figures
+        return self.segment("given", frames), *self.charts(), figures
 
     def add(self, e: ChunkEvent) -> tuple:
         segment = self.segment(f"chunk_{e.index:03d}", e.frames)
         self.frames += len(e.frames)
         self.chunks.append(e.frames)
-        # One line per step number across chunks: a chunk that stopped early ends its lines.  The
-        # chunk is a category (as in the bar chart; plotted in arrival order), so the axis shows
-        # whole chunks, not a numeric axis's 0.5 ticks.
+        # One point series per step number across chunks.  The chunk is a category (as in the bar
+        # chart, ordered by `charts`), so the axis shows whole chunks, not a numeric axis's 0.5 ticks.
         self.conf_rows += [{"chunk": str(e.index), "confidence": c, "step": f"step {j + 1}"}
                            for j, c in enumerate(e.confidence)]
         self.step_rows.append({"chunk": str(e.index), "steps": e.steps})
@@ -227,7 +225,15 @@ class ChunkView:
             f"**{self.frames / e.elapsed_s:.1f}** generated frames/s · first chunk after "
             f"**{self.gen.events[0].elapsed_s:.2f} s** · chunk {e.index + 1}/{e.num_chunks} · prompt: {e.prompt}"
         )
-        return segment, pd.DataFrame(self.conf_rows), pd.DataFrame(self.step_rows), figures
+        return segment, *self.charts(), figures
+
+    def charts(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The two charts' data so far, typed even when empty: an empty frame's object columns
+        read as categories, and a bar chart first sent one kept a categorical step axis."""
+        conf = pd.DataFrame(self.conf_rows, columns=["chunk", "confidence", "step"]).astype(
+            {"chunk": str, "confidence": float, "step": str})
+        steps = pd.DataFrame(self.step_rows, columns=["chunk", "steps"]).astype({"chunk": str, "steps": int})
+        return conf, steps
 
     def finish(self) -> tuple[str, pd.DataFrame, str, dict]:
         self.video.close()
@@ -340,9 +346,13 @@ def compare(prompt, names, seconds, seed, video: str | None = None):
 
 def charts(max_steps: int) -> tuple[gr.ScatterPlot, gr.BarPlot]:
     # Points, not lines: steps 2-4 often run on one chunk only, and a one-point line is not drawn.
+    # The chunks are categories, put in number order: by name "10" would come before "7".
+    longest = PIPE.latent_frames(PIPE.preset.sampling.max_seconds) // PIPE.preset.model.chunk_frames
+    order = [str(k) for k in range(longest + 1)]
     return (
-        gr.ScatterPlot(x="chunk", y="confidence", color="step", y_lim=[0, 1], title="Confidence after each step"),
-        gr.BarPlot(x="chunk", y="steps", y_lim=[0, max_steps], title="Steps per chunk"),
+        gr.ScatterPlot(x="chunk", y="confidence", color="step", y_lim=[0, 1], sort=order,
+                       title="Confidence after each step"),
+        gr.BarPlot(x="chunk", y="steps", y_lim=[0, max_steps], sort=order, title="Steps per chunk"),
     )
 
 

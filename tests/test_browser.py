@@ -59,7 +59,17 @@ def test_continue_an_uploaded_video_in_a_browser(launch_app, tmp_path):
         page.get_by_text("Continue a video (optional)").first.click()  # the Generate tab's
         page.locator("input[type=file][accept^=video]").first.set_input_files(str(given))
         page.locator("video").first.wait_for(timeout=60_000)  # the upload's preview
-        page.get_by_role("slider", name="Seconds").first.fill("1")
+        page.get_by_role("slider", name="Seconds").first.fill("6")
+        page.get_by_role("radio", name="fixed").check()  # 4 steps in every chunk: one bar height
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("continuing the last 33 frames").wait_for(timeout=60_000)
-        page.get_by_text("chunk 5/5").wait_for(timeout=120_000)  # 3 given chunks, 2 generated
+        page.get_by_text("chunk 11/11").wait_for(timeout=120_000)  # 3 given chunks, 8 generated
+        # Both charts list the chunks in order (as strings, "10" would sort before "3"), and the
+        # steps axis stays numeric with one height after the given frames' update sent no chart
+        # data yet (an untyped empty frame made it a one-category axis).
+        # Vega describes each SVG axis in its aria-label (the first five values, then the last).
+        chunks = "discrete scale with 8 values: 3, 4, 5, 6, 7, ending with 10"
+        page.wait_for_function(f"() => document.querySelectorAll('[aria-label$=\"{chunks}\"]').length == 2",
+                               timeout=30_000)
+        axes = page.eval_on_selector_all("[aria-label*='-axis']", "els => els.map(e => e.getAttribute('aria-label'))")
+        assert "Y-axis titled 'steps' for a linear scale with values from 0 to 4" in axes
