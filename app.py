@@ -136,18 +136,18 @@ def shown(video: str | None = None) -> Iterator[None]:
         gr.Warning(say(str(w.message)))
 
 
-def uploaded_frames(video: str | None, model: str, seconds) -> np.ndarray | None:
-    """The uploaded video's last whole chunks that leave room for `seconds`, if one is given."""
+def uploaded_video(video: str | None, model: str, seconds) -> GivenVideo | None:
+    """The uploaded video's last whole chunks that leave room for `seconds`, if one is given:
+    checked, trimmed, encoded and decoded once, however many schedules continue it (Compare)."""
     if not video:
         return None
     with shown(video):
         pipe = pipeline(model)
-        # Trimmed here, once, so that Compare's schedules do not each warn of it.
-        return pipe.check_context(read_context(video, pipe.preset, seconds))
+        return pipe.given(read_context(video, pipe.preset, seconds))
 
 
 def start(prompt, schedule, widgets: dict, seconds, seed, model: str = "tiny",
-          context: np.ndarray | GivenVideo | None = None) -> Generation:
+          context: GivenVideo | None = None) -> Generation:
     """Validate the form and start a generation on the schedule's own trained student, after the
     `context` frames if given."""
     with shown():
@@ -249,7 +249,7 @@ def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, s
     # `video` last and None by default: gradio_client callers may leave it out.
     widgets = {"steps": steps, "counts": counts, "margin": margin, "tol": tol, "min_steps": min_steps}
     seed = random.randrange(2**31) if random_seed else number(seed, "seed")
-    gen = start(prompt, schedule, widgets, seconds, seed, model, uploaded_frames(video, model, seconds))
+    gen = start(prompt, schedule, widgets, seconds, seed, model, uploaded_video(video, model, seconds))
     view = ChunkView(gen)
     ACTIVE[request.session_hash] = gen
     try:
@@ -298,9 +298,7 @@ def compare(prompt, names, seconds, seed, video: str | None = None):
     if not 2 <= len(names or []) <= 3:
         raise gr.Error(f"choose 2 or 3 schedules to compare (chose {len(names or [])})")
     defaults = {"steps": None, "counts": None, "margin": None, "tol": None, "min_steps": None}
-    context = uploaded_frames(video, "tiny", seconds)
-    if context is not None:  # read, encoded and decoded once: every schedule continues the same frames
-        context = PIPE.given(context)
+    context = uploaded_video(video, "tiny", seconds)  # every schedule continues the same frames
     views = [ChunkView(start(prompt, name, defaults, seconds, number(seed, "seed"), context=context))
              for name in names]
     if context is not None:  # every player opens with them
