@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # Folders whose files on the Space are replaced as a whole: a module or weight removed here is
 # removed there too.
 FOLDERS = ["dsa_core/", "weights/", "assets/", "docs/"]
-FILES = ["README.md", "app.py", "requirements.txt", "packages.txt", *FOLDERS]
+FILES = ["README.md", "LICENSE", "app.py", "requirements.txt", "packages.txt", *FOLDERS]
 IGNORE = ["*/__pycache__/*", "*.pyc"]
 
 

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_an_installed_wheel_streams_the_tiny_model_without_the_source_tree(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
-    for name in ("pyproject.toml", "requirements.txt", "README.md"):
+    for name in ("pyproject.toml", "requirements.txt", "README.md", "LICENSE"):
         shutil.copy(ROOT / name, src)
     for name in ("dsa_core", "weights"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__"))
@@ -37,6 +37,8 @@ def test_an_installed_wheel_streams_the_tiny_model_without_the_source_tree(tmp_p
     declared = {line.removeprefix("Requires-Dist: ") for line in metadata.splitlines()
                 if line.startswith("Requires-Dist: ")}
     assert "torch==2.13.0" in declared and len(declared) == len(required), (declared, required)
+    assert "License-Expression: Apache-2.0" in metadata.splitlines()
+    assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names), "the wheel carries no LICENSE"
 
     site = tmp_path / "site"
     subprocess.run([*pip, "install", "--no-deps", "--no-index", "--target", str(site), str(wheel)], check=True)

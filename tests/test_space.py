@@ -35,7 +35,7 @@ def test_published_files_are_the_tracked_ones_the_app_needs():
     assert set(files) <= tracked
     manifest = [line.split()[-1] for line in (ROOT / "weights/tiny/MANIFEST").read_text().splitlines()
                 if line and not line.startswith("#")]
-    for needed in ("README.md", "app.py", "requirements.txt", "packages.txt", "assets/sample_0.mp4",
+    for needed in ("README.md", "LICENSE", "app.py", "requirements.txt", "packages.txt", "assets/sample_0.mp4",
                    "weights/tiny/MANIFEST", *(f"weights/tiny/{f}" for f in manifest)):
         assert needed in files
     assert not [f for f in files if f.startswith(("tests/", ".ci/", "runs/")) or "__pycache__" in f]
