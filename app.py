@@ -113,7 +113,7 @@ def pipeline(model: str) -> StreamingPipeline:
     return PIPES[model]
 
 
-def number(value, name: str) -> float:
+def number(value: float | None, name: str) -> float:
     if value is None or value == "":
         raise gr.Error(f"{name} is empty: enter a number")
     return value
@@ -136,7 +136,7 @@ def shown(video: str | None = None) -> Iterator[None]:
         gr.Warning(say(str(w.message)))
 
 
-def uploaded_video(video: str | None, model: str, seconds) -> GivenVideo | None:
+def uploaded_video(video: str | None, model: str, seconds: float) -> GivenVideo | None:
     """The uploaded video's last whole chunks that leave room for `seconds`, if one is given:
     checked, trimmed, encoded and decoded once, however many schedules continue it (Compare)."""
     if not video:
@@ -146,7 +146,7 @@ def uploaded_video(video: str | None, model: str, seconds) -> GivenVideo | None:
         return pipe.given(read_context(video, pipe.preset, seconds))
 
 
-def start(prompt, schedule, widgets: dict, seconds, seed, model: str = "tiny",
+def start(prompt: str, schedule: str, widgets: dict, seconds: float, seed: float, model: str = "tiny",
           context: GivenVideo | None = None) -> Generation:
     """Validate the form and start a generation on the schedule's own trained student, after the
     `context` frames if given."""
@@ -244,8 +244,9 @@ class ChunkView:
 
 
 @spaces.GPU
-def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, seed, random_seed, model,
-             request: gr.Request, video: str | None = None):
+def generate(prompt: str, schedule: str, steps: int | None, counts: str, margin: float | None, tol: float | None,
+             min_steps: int | None, seconds: float, seed: int | None, random_seed: bool, model: str,
+             request: gr.Request, video: str | None = None) -> Iterator[tuple]:
     # `video` last and None by default: gradio_client callers may leave it out.
     widgets = {"steps": steps, "counts": counts, "margin": margin, "tol": tol, "min_steps": min_steps}
     seed = random.randrange(2**31) if random_seed else number(seed, "seed")
@@ -264,7 +265,7 @@ def generate(prompt, schedule, steps, counts, margin, tol, min_steps, seconds, s
     yield gr.skip(), gr.skip(), gr.skip(), gr.skip(), mp4, table, report
 
 
-def next_prompt(prompt, recache, request: gr.Request) -> str:
+def next_prompt(prompt: str, recache: bool, request: gr.Request) -> str:
     gen = ACTIVE.get(request.session_hash)
     if gen is None:
         raise gr.Error("nothing is generating: the next prompt applies to a running generation")
@@ -293,7 +294,8 @@ def quality(prompt: str, view: ChunkView) -> float | str:
 
 
 @spaces.GPU
-def compare(prompt, names, seconds, seed, video: str | None = None):
+def compare(prompt: str, names: list[str], seconds: float, seed: int | None,
+            video: str | None = None) -> Iterator[tuple]:
     # `video` last and None by default: gradio_client callers may leave it out.
     if not 2 <= len(names or []) <= 3:
         raise gr.Error(f"choose 2 or 3 schedules to compare (chose {len(names or [])})")

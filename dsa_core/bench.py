@@ -21,8 +21,10 @@ import statistics
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -33,13 +35,16 @@ from .config import WAN_1_3B, Preset
 from .eval import ATTRIBUTES, REFERENCE_SEED0, Evaluator
 from .evalnet import AttributeNet
 from .model import CausalWanModel
-from .pipeline import StreamingPipeline
+from .pipeline import ChunkEvent, Generation, StreamingPipeline
 from .schedules import make_schedule
 from .text import TextEncoder
 from .train.ode import OdeConfig
 from .train.teacher import grid_start, load_teacher_folder, teacher_folder_problem, teacher_sample
 from .vae import StreamingDecoder, encode, to_uint8_frames, to_video_tensor
 from .world import WORLDS, Clip, heldout_seed, render_clip
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 # (label, schedule name, parameters): the rows of DSA's Table 2 plus FFE and diagonal.
 ROWS: list[tuple[str, str, dict]] = [
@@ -96,7 +101,7 @@ class Tally:
         self.videos: list[np.ndarray] = []
         self.attributes: list[dict] = []
 
-    def add(self, gen, events, latency: float, total: float, attributes: dict) -> None:
+    def add(self, gen: Generation, events: list[ChunkEvent], latency: float, total: float, attributes: dict) -> None:
         self.nfe.append(gen.nfe)
         self.steps.append(statistics.mean(e.steps for e in events))
         self.fwd_ms.append(sum(e.transformer_ms for e in events) / gen.nfe)
@@ -263,10 +268,10 @@ def head_time_share(pipe: StreamingPipeline, repeats: int = 20) -> tuple[float, 
     tokens = cf * model.frame_tokens(h, w)
     taps = [torch.randn(1, tokens, p.model.dim, device=pipe.device) for _ in p.model.taps]
 
-    def forward():
+    def forward() -> None:
         model(x, t, text, cache=model.new_cache(h, w, p.sampling.window_frames, p.sampling.sink_frames))
 
-    def timed(fn) -> float:
+    def timed(fn: Callable[[], object]) -> float:
         fn()
         samples = []
         for _ in range(repeats):
@@ -330,7 +335,7 @@ def drift_markdown(rows: list[Row], segment_s: float) -> str:
     return "\n".join(lines)
 
 
-def pareto_figure(rows: list[Row], title: str, references: dict[str, dict[str, float]]):
+def pareto_figure(rows: list[Row], title: str, references: dict[str, dict[str, float]]) -> Figure:
     """Total score against NFE, one labelled point per schedule, the Pareto front drawn, and
     the reference scores (`reference_scores`) as horizontal lines; returns the figure."""
     import matplotlib

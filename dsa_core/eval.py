@@ -109,7 +109,8 @@ class Evaluator:
         self.reference_features = real["features"]
 
     @torch.no_grad()
-    def _windows(self, videos: list[np.ndarray], attributes: list[dict]):
+    def _windows(self, videos: list[np.ndarray], attributes: list[dict]
+                 ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], np.ndarray]:
         """Classifier outputs for every window of every video, with the labels it should give."""
         items = [(v, w, window_labels(a, *w)) for v, a in zip(videos, attributes) for w in windows(a, self.cfg)
                  if w[0] + w[1] <= len(v)]

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+from diffusers import AutoencoderKLWan
 
 from .calibration import load_teacher
 from .model import CausalWanModel
@@ -40,7 +41,7 @@ MAX_CLIPS = 64
 Predictor = Callable[[torch.Tensor, float, list[str]], torch.Tensor]
 
 
-def probe_clips(vae, clips: int, height: int = 64, width: int = 64, num_frames: int = 81
+def probe_clips(vae: AutoencoderKLWan, clips: int, height: int = 64, width: int = 64, num_frames: int = 81
                 ) -> tuple[torch.Tensor, dict[str, list[str]]]:
     """Latents of `clips` held-out one-object clips and their captions: "caption" (their own),
     "empty", and one list per entry of `SWAPS`."""

@@ -201,7 +201,7 @@ class Adaptive(Schedule):
     ) -> None:
         s = preset.sampling
 
-        def default(key: str, given):
+        def default(key: str, given: float | None) -> float:
             return getattr(preset.schedules, f"{self.defaults}_{key}") if given is None else given
 
         self.max_steps = _check_steps("max_steps", s.max_steps if max_steps is None else max_steps, s.max_steps)

@@ -49,7 +49,8 @@ def check_latent_grid(vae: AutoencoderKLWan, preset: Preset, source: object) -> 
         )
 
 
-def _mkldnn_conv3d(self: torch.nn.Conv3d, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
+def _mkldnn_conv3d(self: torch.nn.Conv3d, x: torch.Tensor, weight: torch.Tensor,
+                   bias: torch.Tensor | None) -> torch.Tensor:
     if x.device.type == "cpu" and x.dtype == torch.float32 and self.padding_mode == "zeros":
         return torch.mkldnn_convolution(x, weight, bias, self.padding, self.stride, self.dilation, self.groups)
     return torch.nn.Conv3d._conv_forward(self, x, weight, bias)

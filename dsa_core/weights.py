@@ -13,6 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors import SafetensorError
@@ -23,6 +24,9 @@ from .cpu import fit_threads
 from .model import CausalWanModel
 from .text import TextEncoder, make_tiny_text_encoder
 from .vae import load_vae, make_vae
+
+if TYPE_CHECKING:
+    from .pipeline import StreamingPipeline
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 MANIFEST = "MANIFEST"
@@ -181,7 +185,7 @@ def load_self_forcing(preset: Preset, path: Path) -> tuple[CausalWanModel, bool]
 
 
 def load_wan(preset: Preset, source: WanSource, device: torch.device, dtype: torch.dtype,
-             low_memory: bool = False, head: Path | None = None):
+             low_memory: bool = False, head: Path | None = None) -> StreamingPipeline:
     """A `StreamingPipeline` on the public Self-Forcing generator, Wan's umT5 and Wan's VAE.
 
     `head`: a `confidence_head.safetensors` from `python -m dsa_core.train confidence-head
@@ -227,7 +231,7 @@ def load_components(
     hub_cache_dir: str | None = None,
     hub_revision: str | None = None,
     student: str = "dmd",
-):
+) -> StreamingPipeline:
     """Build a `StreamingPipeline` for preset `name` from verified local weights, or random ones.
 
     For `wan-1.3b`, `weights_dir` is a local mirror of the Hub repos (else the Hub cache).

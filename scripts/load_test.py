@@ -40,7 +40,7 @@ def folder_bytes(folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def start_server(port: int, outputs: Path, args) -> subprocess.Popen:
+def start_server(port: int, outputs: Path, args: argparse.Namespace) -> subprocess.Popen:
     cmd = [sys.executable, "app.py", "--host", "127.0.0.1", "--port", str(port), "--max-queue", str(args.users * 2),
            "--max-request-seconds", str(args.max_request_seconds), "--output-max-age", str(args.output_max_age)]
     return subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "DSA_OUTPUT_DIR": str(outputs)},

@@ -16,15 +16,16 @@ flows only through the n-step video (the (n+1)-step one is the moving target).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..model import CausalWanModel, ConfidenceHead
+from ..model import CausalWanModel, ConfidenceHead, TextContext
 from ..schedules import Schedule, Timesteps
-from .common import optimizer_step
+from .common import Run, optimizer_step
 from .dmd import DmdConfig, DmdStage
 from .teacher import add_random_noise
 
@@ -54,7 +55,7 @@ class Discriminator(nn.Module):
         self.critic = [critic]  # a list: not registered, so the discriminator owns only its head
         self.head = ConfidenceHead(cfg.dim, cfg.num_heads, len(cfg.taps), cfg.conf_hidden, outputs=steps)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, text, n: int) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, text: TextContext, n: int) -> torch.Tensor:
         critic = self.critic[0]
         taps = critic(x_t, t, text, causal=False, return_taps=True).taps
         h, w = x_t.shape[-2:]
@@ -67,7 +68,8 @@ def relativistic_d_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
     return F.softplus(fake - real).mean()
 
 
-def r1r2(f, x_a: torch.Tensor, x_b: torch.Tensor, sigma: float, g: torch.Generator) -> torch.Tensor:
+def r1r2(f: Callable[[torch.Tensor], torch.Tensor], x_a: torch.Tensor, x_b: torch.Tensor, sigma: float,
+         g: torch.Generator) -> torch.Tensor:
     """R3GAN's R1/R2 as finite differences: ½‖f(x) − f(x + σε)‖² on both samples; zero for a
     discriminator that ignores its input."""
     def term(x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +83,7 @@ class AsdStage(DmdStage):
     Config = AsdConfig
     init_from = "dmd"
 
-    def __init__(self, cfg: AsdConfig, run) -> None:
+    def __init__(self, cfg: AsdConfig, run: Run) -> None:
         super().__init__(cfg, run)
         self.max_n = self.preset.sampling.max_steps - 1  # no (n+1)-step partner for the full list
         self.disc = Discriminator(self.critic, self.max_n).to(run.device)
@@ -89,10 +91,10 @@ class AsdStage(DmdStage):
                                           weight_decay=0.01)
         self.n = 1
 
-    def modules(self):
+    def modules(self) -> dict[str, nn.Module]:
         return {**super().modules(), "discriminator": self.disc}
 
-    def optimizers(self):
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {**super().optimizers(), "discriminator": self.disc_opt}
 
     def steps_schedule(self, n: int) -> Schedule:
@@ -104,7 +106,8 @@ class AsdStage(DmdStage):
         self.n = int(torch.randint(1, self.max_n + 1, (1,), generator=g))
         return self.steps_schedule(self.n)
 
-    def _pair(self, video_n: torch.Tensor, states: torch.Tensor, g: torch.Generator):
+    def _pair(self, video_n: torch.Tensor, states: torch.Tensor,
+              g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The (n+1)-step video and both videos re-noised to one shared t."""
         with torch.no_grad():
             video_next, _ = self._rollout(states, g, grad=False, schedule=self.steps_schedule(self.n + 1))
@@ -113,7 +116,8 @@ class AsdStage(DmdStage):
         x_n = self.scheduler.add_noise(video_n, noise, sigma)
         return x_n, x_next, t
 
-    def extra_losses(self, video, states, x0_real, g):
+    def extra_losses(self, video: torch.Tensor, states: torch.Tensor, x0_real: torch.Tensor,
+                     g: torch.Generator) -> dict[str, torch.Tensor]:
         self._pending = self._pair(video, states, g)
         x_n, x_next, t_pair = self._pending
         self.critic.requires_grad_(False)  # L_G moves the student through x_n, not the critic
@@ -123,7 +127,7 @@ class AsdStage(DmdStage):
         self.critic.requires_grad_(True)
         return {"asd_g": self.cfg.alpha * l_g}
 
-    def after_generator_step(self, video, states, g):
+    def after_generator_step(self, video: torch.Tensor, states: torch.Tensor, g: torch.Generator) -> dict[str, float]:
         x_n, x_next, t = (x.detach() for x in self._pending)
         with torch.no_grad():
             text = self.critic.prepare_text(states)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from diffusers import AutoencoderKLWan
 from tqdm import tqdm
 
 from ..vae import encode, to_video_tensor
@@ -129,7 +130,7 @@ class LatentCache:
         return cls(state["latents"], state["captions"], state["objects"], state["attributes"])
 
     @staticmethod
-    def build(path: Path, vae, n: int, cfg: WorldConfig, workers: int | None = None) -> None:
+    def build(path: Path, vae: AutoencoderKLWan, n: int, cfg: WorldConfig, workers: int | None = None) -> None:
         """Render and encode training clips 0..n-1 into `path` (written atomically).
 
         Clips render in `workers` processes (default: every core) while the VAE encodes the

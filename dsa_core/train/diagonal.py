@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..schedules import Schedule, make_schedule
+from .common import Run
 from .dmd import DmdConfig, DmdStage
 
 
@@ -70,16 +71,17 @@ class DiagonalStage(DmdStage):
     Config = DiagonalConfig
     init_from = "dmd"
 
-    def __init__(self, cfg: DiagonalConfig, run) -> None:
+    def __init__(self, cfg: DiagonalConfig, run: Run) -> None:
         super().__init__(cfg, run)
         # Drawn after the seeded models, so the same seed gives the same fixed extractor.
         self.motion = MotionFeatures(self.preset.model.in_dim).requires_grad_(False).to(run.device)
 
-    def modules(self):
+    def modules(self) -> dict[str, nn.Module]:
         return {**super().modules(), "motion": self.motion}
 
     def schedule(self, g: torch.Generator) -> Schedule:
         return make_schedule("diagonal", self.preset)
 
-    def extra_losses(self, video, states, x0_real, g):
+    def extra_losses(self, video: torch.Tensor, states: torch.Tensor, x0_real: torch.Tensor,
+                     g: torch.Generator) -> dict[str, torch.Tensor]:
         return {"motion": self.cfg.motion_weight * motion_loss(self.motion, video, x0_real.detach())}

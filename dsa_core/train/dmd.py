@@ -17,13 +17,15 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 
+from ..config import Preset
 from ..model import CausalWanModel
 from ..pipeline import Rollout
 from ..scheduler import FlowMatchScheduler
 from ..schedules import RandomExits, Schedule, Timesteps
 from ..world import caption_corpus
-from .common import Stage, StageConfig, ema_update, optimizer_step
+from .common import Run, Stage, StageConfig, ema_update, optimizer_step
 from .teacher import add_random_noise, chunk_distance, flow_loss, guided_flow, load_teacher
 
 
@@ -85,7 +87,7 @@ class RunningMean(torch.nn.Module):
         return float(self.value)
 
 
-def exit_lists(preset) -> list[list[float]]:
+def exit_lists(preset: Preset) -> list[list[float]]:
     """Every step list a schedule at inference can end a chunk on: prefixes of the full list
     (adaptive stops early) and the shorter lists of fixed(n) / FFE."""
     s = preset.sampling
@@ -114,7 +116,7 @@ class DmdStage(Stage):
     Config = DmdConfig
     init_from = "ode"  # the stage whose student this one starts from
 
-    def __init__(self, cfg: DmdConfig, run) -> None:
+    def __init__(self, cfg: DmdConfig, run: Run) -> None:
         super().__init__(cfg, run)
         p = self.preset
         source = Stage.final_dir(cfg, self.init_from) / "student.safetensors"
@@ -142,10 +144,10 @@ class DmdStage(Stage):
         # Running mean of the teacher distance d: sets λ (DESIGN §6: calibrate λ to typical d).
         self.stats = RunningMean()
 
-    def modules(self):
+    def modules(self) -> dict[str, nn.Module]:
         return {"student": self.student, "student_ema": self.ema, "critic": self.critic, "stats": self.stats}
 
-    def optimizers(self):
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"student": self.opt, "critic": self.critic_opt}
 
     def _texts(self, g: torch.Generator) -> tuple[torch.Tensor, list[str]]:

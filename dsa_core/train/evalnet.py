@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
@@ -30,7 +31,7 @@ from ..evalnet import (
     windows,
 )
 from ..world import heldout_seed, render_spec, sample_clip, train_seed
-from .common import Stage, StageConfig, optimizer_step, set_lr
+from .common import Run, Stage, StageConfig, optimizer_step, set_lr
 from .data import world_config
 
 CLIP_SEED0 = 4 * 10**7  # training clips of this stage: train_seed(CLIP_SEED0 + i)
@@ -103,7 +104,7 @@ class EvalnetStage(Stage):
     name = "evalnet"
     Config = EvalnetConfig
 
-    def __init__(self, cfg: EvalnetConfig, run) -> None:
+    def __init__(self, cfg: EvalnetConfig, run: Run) -> None:
         super().__init__(cfg, run)
         torch.manual_seed(cfg.seed)
         self.net = AttributeNet(width=cfg.channels, blocks=cfg.blocks).to(run.device).train()
@@ -112,10 +113,10 @@ class EvalnetStage(Stage):
         self.frames, self.labels, self.maps = render_windows(seeds, cfg, "rendering training clips",
                                                              cfg.windows_per_clip)
 
-    def modules(self):
+    def modules(self) -> dict[str, nn.Module]:
         return {"evalnet": self.net}
 
-    def optimizers(self):
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"evalnet": self.opt}
 
     def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:

@@ -24,7 +24,7 @@ from ..model import CausalWanModel
 from ..pipeline import context_pass
 from ..scheduler import FlowMatchScheduler
 from ..world import SIMPLE_CONFIG
-from .common import Stage, ema_update, optimizer_step
+from .common import Run, Stage, ema_update, optimizer_step
 from .data import LatentCache, latent_cache_path, world_config
 from .dmd import DmdConfig, DmdStage
 from .teacher import add_random_noise, frozen_vae, vae_id
@@ -84,7 +84,7 @@ class ForcingStage(DmdStage):
     Config = ForcingConfig
     init_from = "dmd"
 
-    def __init__(self, cfg: ForcingConfig, run) -> None:
+    def __init__(self, cfg: ForcingConfig, run: Run) -> None:
         super().__init__(cfg, run)
         vae_dir = Stage.final_dir(cfg, "vae")
         full = world_config(cfg.height, cfg.width, cfg.num_frames)
@@ -108,7 +108,8 @@ class ForcingStage(DmdStage):
         return forcing_loss(self.student, self.scheduler, latents, states, self.preset.model.chunk_frames,
                             (s.window_frames, s.sink_frames), g)
 
-    def extra_losses(self, video, states, x0_real, g):
+    def extra_losses(self, video: torch.Tensor, states: torch.Tensor, x0_real: torch.Tensor,
+                     g: torch.Generator) -> dict[str, torch.Tensor]:
         return {"forcing": self.cfg.forcing_weight * self._forcing(g)}
 
     def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:

@@ -16,16 +16,17 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import save_file
+from torch import nn
 
 from ..config import WAN_1_3B
-from ..model import CausalWanModel
+from ..model import CausalWanModel, TextContext
 from ..pipeline import Rollout
 from ..scheduler import FlowMatchScheduler
 from ..schedules import Timesteps
 from ..text import TextEncoder
 from ..weights import load_self_forcing, load_transformer, resolve_wan
 from ..world import caption_corpus
-from .common import Stage, StageConfig, device_generator, optimizer_step
+from .common import Run, Stage, StageConfig, device_generator, optimizer_step
 from .dmd import RunningMean, confidence_loss, exit_lists
 from .teacher import add_random_noise, chunk_distance, guided_flow, load_teacher, teacher_distance
 
@@ -62,7 +63,7 @@ class HeadStage(Stage):
     name = "confidence-head"
     Config = HeadConfig
 
-    def __init__(self, cfg: HeadConfig, run) -> None:
+    def __init__(self, cfg: HeadConfig, run: Run) -> None:
         super().__init__(cfg, run)
         if cfg.base == "wan-1.3b":
             self.preset = WAN_1_3B
@@ -99,10 +100,10 @@ class HeadStage(Stage):
             path = Path(hf_hub_download(WAN_TEACHER_REPO, WAN_TEACHER_FILE))
         return load_transformer(WAN_1_3B, path, head_optional=True)
 
-    def modules(self):
+    def modules(self) -> dict[str, nn.Module]:
         return {"head": self.generator.confidence_head, "stats": self.stats}
 
-    def optimizers(self):
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"head": self.opt}
 
     def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:
@@ -126,7 +127,7 @@ class HeadStage(Stage):
         optimizer_step(loss, self.opt, self.run)
         return {"conf": loss.item(), "d": float(d.mean()), "c": float(torch.sigmoid(logits.detach()).mean())}
 
-    def distance(self, video: torch.Tensor, cond, uncond, g: torch.Generator) -> torch.Tensor:
+    def distance(self, video: torch.Tensor, cond: TextContext, uncond: TextContext, g: torch.Generator) -> torch.Tensor:
         """DSA's teacher distance d per chunk `[B, chunks]` (see `fixed_distance`)."""
         cf, scale = self.preset.model.chunk_frames, self.cfg.cfg_scale
         if self.cfg.fixed_distance:

@@ -14,14 +14,16 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from ..config import Preset
 from ..model import CausalWanModel, TextContext
 from ..scheduler import FlowMatchScheduler
 from ..weights import sha256
 from ..world import caption_corpus
-from .common import Stage, StageConfig, load_checkpoint, optimizer_step, save_checkpoint
+from .common import Run, Stage, StageConfig, load_checkpoint, optimizer_step, save_checkpoint
 from .teacher import load_teacher, teacher_sample
 
 
@@ -40,7 +42,7 @@ class OdeConfig(StageConfig):
             raise ValueError(f"teacher_steps={self.teacher_steps} must be a multiple of 4 (to hit the raw step list)")
 
 
-def student_from_teacher(cfg: StageConfig, preset, device) -> CausalWanModel:
+def student_from_teacher(cfg: StageConfig, preset: Preset, device: torch.device | str) -> CausalWanModel:
     """A causal student starting from the teacher's weights (its confidence head fresh)."""
     student = CausalWanModel(preset.model)
     teacher_state = load_file(str(Stage.final_dir(cfg, "teacher") / "teacher.safetensors"))
@@ -53,7 +55,7 @@ class OdeStage(Stage):
     name = "ode"
     Config = OdeConfig
 
-    def __init__(self, cfg: OdeConfig, run) -> None:
+    def __init__(self, cfg: OdeConfig, run: Run) -> None:
         super().__init__(cfg, run)
         p = self.preset
         self.scheduler = FlowMatchScheduler(p.sampling.shift)
@@ -104,10 +106,10 @@ class OdeStage(Stage):
                                "x0": torch.cat([b["x0"] for b in batches]), "captions": captions})
         shutil.rmtree(partial)
 
-    def modules(self):
+    def modules(self) -> dict[str, nn.Module]:
         return {"student": self.student}
 
-    def optimizers(self):
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"adamw": self.opt}
 
     def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:

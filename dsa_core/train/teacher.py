@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +26,13 @@ from torch.nn import functional as F
 
 from ..config import Preset
 from ..media import contact_sheet
-from ..model import CausalWanModel, ModelOutput
+from ..model import CausalWanModel, ModelOutput, TextContext
 from ..scheduler import FlowMatchScheduler
 from ..text import TextEncoder
 from ..vae import encode, latents_to_vae, load_vae, to_uint8_frames, to_video_tensor, use_fast_cpu_kernels
 from ..weights import MANIFEST, sha256, verify_manifest
 from ..world import WorldConfig, heldout_seed, render_clip, render_spec, sample_clip
-from .common import Stage, StageConfig, device_generator, ema_update, optimizer_step, set_lr, video_frames
+from .common import Run, Stage, StageConfig, device_generator, ema_update, optimizer_step, set_lr, video_frames
 from .data import CELL_ATTRIBUTES, LatentCache, latent_cache_path, object_cells, world_config
 
 
@@ -153,7 +153,8 @@ def attribute_loss(readout: AttributeReadout, tokens: torch.Tensor, attributes: 
     return sum(F.cross_entropy(lg, attributes[:, k]) for k, lg in enumerate(logits))
 
 
-def sample_sigmas(g: torch.Generator, n: int, scheduler: FlowMatchScheduler, lo: float = 0.0, hi: float = 1.0):
+def sample_sigmas(g: torch.Generator, n: int, scheduler: FlowMatchScheduler, lo: float = 0.0,
+                  hi: float = 1.0) -> torch.Tensor:
     """Noise levels uniform over the shifted grid's index, as the samplers visit it."""
     u = lo + (hi - lo) * torch.rand(n, generator=g, dtype=torch.float64)
     return scheduler.shift_sigma(u).float()
@@ -170,7 +171,8 @@ def add_random_noise(x0: torch.Tensor, g: torch.Generator, scheduler: FlowMatchS
     return scheduler.add_noise(x0, noise, s), t, s, noise
 
 
-def flow_errors(model: torch.nn.Module, text, x0: torch.Tensor, g: torch.Generator, scheduler: FlowMatchScheduler,
+def flow_errors(model: torch.nn.Module, text: TextContext, x0: torch.Tensor, g: torch.Generator,
+                scheduler: FlowMatchScheduler,
                 causal: bool = False, return_taps: bool = False) -> tuple[torch.Tensor, ModelOutput]:
     """Plain flow matching's squared errors: v = ε − x0 predicted from x_t at one σ per sample;
     and the model's output, with its tapped blocks' tokens when `return_taps`."""
@@ -187,13 +189,13 @@ def weighted_mean(err: torch.Tensor, weight: torch.Tensor | None = None) -> torc
     return (err * weight).sum() / weight.sum()
 
 
-def flow_loss(model: torch.nn.Module, text, x0: torch.Tensor, g: torch.Generator, scheduler: FlowMatchScheduler,
-              causal: bool = False, weight: torch.Tensor | None = None) -> torch.Tensor:
+def flow_loss(model: torch.nn.Module, text: TextContext, x0: torch.Tensor, g: torch.Generator,
+              scheduler: FlowMatchScheduler, causal: bool = False, weight: torch.Tensor | None = None) -> torch.Tensor:
     """The flow-matching loss: `flow_errors`' `weighted_mean`."""
     return weighted_mean(flow_errors(model, text, x0, g, scheduler, causal)[0], weight)
 
 
-def guided_flow(teacher: CausalWanModel, x_t: torch.Tensor, t: torch.Tensor, cond, uncond,
+def guided_flow(teacher: CausalWanModel, x_t: torch.Tensor, t: torch.Tensor, cond: TextContext, uncond: TextContext,
                 cfg_scale: float) -> torch.Tensor:
     """Classifier-free guidance on the bidirectional teacher: v_u + s·(v_c − v_u)."""
     v_c = teacher(x_t, t, cond, causal=False).flow
@@ -206,7 +208,8 @@ def chunk_distance(x0: torch.Tensor, x0_real: torch.Tensor, chunk_frames: int) -
     return (x0 - x0_real).pow(2).unflatten(2, (-1, chunk_frames)).mean(dim=(1, 3, 4, 5))
 
 
-def teacher_distance(video: torch.Tensor, teacher: CausalWanModel, cond, uncond, cfg_scale: float,
+def teacher_distance(video: torch.Tensor, teacher: CausalWanModel, cond: TextContext,
+                     uncond: TextContext, cfg_scale: float,
                      scheduler: FlowMatchScheduler, raw_levels: Sequence[float], chunk_frames: int,
                      generator: torch.Generator) -> torch.Tensor:
     """d per chunk `[B, chunks]` at fixed noise levels, averaged: the video re-noised to each
@@ -238,8 +241,8 @@ def grid_start(scheduler: FlowMatchScheduler, steps: int, start_sigma: float) ->
 @torch.no_grad()
 def teacher_sample(
     teacher: CausalWanModel,
-    cond,
-    uncond,
+    cond: TextContext,
+    uncond: TextContext,
     noise: torch.Tensor,
     scheduler: FlowMatchScheduler,
     steps: int,
@@ -300,7 +303,8 @@ def object_probe_clips(vae: AutoencoderKLWan, world: WorldConfig, clips: int
 
 
 @torch.no_grad()
-def object_cell_errors(predict_x0, x0: torch.Tensor, x_empty: torch.Tensor, mask: torch.Tensor,
+def object_cell_errors(predict_x0: Callable[[torch.Tensor, float], torch.Tensor], x0: torch.Tensor,
+                       x_empty: torch.Tensor, mask: torch.Tensor,
                        sigmas: tuple[float, ...] = OBJECT_PROBE_SIGMAS, seed: int = 0) -> dict:
     """Mean squared x0 error on the latent cells objects cover and on the rest, per σ.
 
@@ -331,7 +335,7 @@ def frozen_vae(folder: Path, preset: Preset, device: torch.device) -> Autoencode
     return use_fast_cpu_kernels(vae).to(device).eval().requires_grad_(False)
 
 
-def load_teacher(cfg: StageConfig, preset, device) -> tuple[CausalWanModel, TextEncoder]:
+def load_teacher(cfg: StageConfig, preset: Preset, device: torch.device | str) -> tuple[CausalWanModel, TextEncoder]:
     """The exported teacher and its text encoder, frozen."""
     folder = Stage.final_dir(cfg, "teacher")
     if not (folder / "teacher.safetensors").is_file():
@@ -347,7 +351,7 @@ def teacher_folder_problem(folder: Path) -> str | None:
     return None
 
 
-def load_teacher_folder(folder: Path, preset, device) -> tuple[CausalWanModel, TextEncoder]:
+def load_teacher_folder(folder: Path, preset: Preset, device: torch.device | str) -> tuple[CausalWanModel, TextEncoder]:
     """A teacher and its text encoder from `folder` (`teacher.safetensors`, `text_encoder/`), frozen.
     A committed folder (one with a MANIFEST, as a candidate teacher is kept) is hash-checked first."""
     if (folder / MANIFEST).is_file():
@@ -365,7 +369,7 @@ class TeacherStage(Stage):
     name = "teacher"
     Config = TeacherConfig
 
-    def __init__(self, cfg: TeacherConfig, run) -> None:
+    def __init__(self, cfg: TeacherConfig, run: Run) -> None:
         super().__init__(cfg, run)
         vae_dir, text_dir = Stage.final_dir(cfg, "vae"), Stage.final_dir(cfg, "text")
         for stage, folder in (("vae", vae_dir), ("text", text_dir)):
@@ -406,12 +410,12 @@ class TeacherStage(Stage):
         run.barrier()
         self.data = {key: LatentCache.load(path).to(run.device) for key, path in paths.items()}
 
-    def modules(self):
+    def modules(self) -> dict[str, nn.Module]:
         readout = {"readout": self.readout} if self.readout is not None else {}
         return {"teacher": self.teacher, "text": self.text, "teacher_ema": self.ema, "text_ema": self.text_ema,
                 **readout}
 
-    def optimizers(self):
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"adamw": self.opt}
 
     def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:

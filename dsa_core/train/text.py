@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from ..text import make_tiny_text_encoder
 from ..world import WorldConfig, heldout_seed, sample_clip, train_seed
 from ..world.vocab import BACKGROUNDS, COLOR_NAMES, MOTIONS, SHAPES, SIZES
-from .common import Stage, StageConfig, optimizer_step, set_lr
+from .common import Run, Stage, StageConfig, optimizer_step, set_lr
 from .data import world_config
 
 # The slots a caption fills: per scene, the background's fields, then per object (in the
@@ -116,7 +116,7 @@ class TextStage(Stage):
     name = "text"
     Config = TextConfig
 
-    def __init__(self, cfg: TextConfig, run) -> None:
+    def __init__(self, cfg: TextConfig, run: Run) -> None:
         super().__init__(cfg, run)
         torch.manual_seed(cfg.seed)
         # The teacher's clips: the same length decides whether events happen at all.
@@ -129,10 +129,10 @@ class TextStage(Stage):
             [*self.text.parameters(), *self.readout.parameters()], lr=cfg.lr, weight_decay=cfg.weight_decay
         )
 
-    def modules(self):
+    def modules(self) -> dict[str, nn.Module]:
         return {"text": self.text, "readout": self.readout}
 
-    def optimizers(self):
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"adamw": self.opt}
 
     def _logits(self, captions: list[str]) -> list[torch.Tensor]:

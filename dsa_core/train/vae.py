@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
+from torch import nn
 from torch.nn import functional as F
 
 from ..vae import load_vae, make_vae, use_fast_cpu_kernels
-from .common import Stage, StageConfig, optimizer_step, set_lr
+from .common import Run, Stage, StageConfig, optimizer_step, set_lr
 from .data import pixel_batch, world_config
 
 
@@ -62,7 +63,7 @@ class VaeStage(Stage):
     # The encoder learns here; `vae-decoder` freezes it.
     trains_encoder = True
 
-    def __init__(self, cfg: VaeConfig, run) -> None:
+    def __init__(self, cfg: VaeConfig, run: Run) -> None:
         super().__init__(cfg, run)
         torch.manual_seed(cfg.seed)
         # The whole-clip phase runs one clip a step, where PyTorch's CPU convolution would
@@ -76,10 +77,10 @@ class VaeStage(Stage):
     def build_vae(self) -> AutoencoderKLWan:
         return make_vae(self.preset.vae)
 
-    def modules(self):
+    def modules(self) -> dict[str, nn.Module]:
         return {"vae": self.vae}
 
-    def optimizers(self):
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"vae": self.opt}
 
     def train_step(self, step: int, g: torch.Generator) -> dict[str, float]:

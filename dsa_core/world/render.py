@@ -37,17 +37,17 @@ def _len(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.sqrt(x * x + y * y)
 
 
-def sd_circle(x, y, r):
+def sd_circle(x: np.ndarray, y: np.ndarray, r: float | np.ndarray) -> np.ndarray:
     return _len(x, y) - r
 
 
-def sd_box(x, y, b):
+def sd_box(x: np.ndarray, y: np.ndarray, b: float | np.ndarray) -> np.ndarray:
     dx = np.abs(x) - b
     dy = np.abs(y) - b
     return _len(np.maximum(dx, 0), np.maximum(dy, 0)) + np.minimum(np.maximum(dx, dy), 0)
 
 
-def sd_triangle(x, y, r):
+def sd_triangle(x: np.ndarray, y: np.ndarray, r: float | np.ndarray) -> np.ndarray:
     """Equilateral triangle pointing up, side 2r, centroid at the origin."""
     k = _SQRT3
     x = np.abs(x) - r
@@ -58,7 +58,7 @@ def sd_triangle(x, y, r):
     return -_len(x, y) * np.sign(y)
 
 
-def sd_hexagon(x, y, r):
+def sd_hexagon(x: np.ndarray, y: np.ndarray, r: float | np.ndarray) -> np.ndarray:
     """Regular hexagon with apothem r and flat top and bottom."""
     kx, ky, kz = np.float32(-0.866025404), np.float32(0.5), np.float32(0.577350269)
     x, y = np.abs(x), np.abs(y)
@@ -69,7 +69,7 @@ def sd_hexagon(x, y, r):
     return _len(x, y) * np.sign(y)
 
 
-def sd_star5(x, y, r, rf=0.5):
+def sd_star5(x: np.ndarray, y: np.ndarray, r: float | np.ndarray, rf: float = 0.5) -> np.ndarray:
     """Five-pointed star, outer radius r, inner radius ≈ rf·r·0.77, one point up."""
     k1x, k1y = np.float32(0.809016994375), np.float32(-0.587785252292)
     k2x, k2y = -k1x, k1y
@@ -85,14 +85,14 @@ def sd_star5(x, y, r, rf=0.5):
     return _len(x - bax * h, y - bay * h) * np.sign(y * bax - x * bay)
 
 
-def sd_rhombus(x, y, bx, by):
+def sd_rhombus(x: np.ndarray, y: np.ndarray, bx: float | np.ndarray, by: float | np.ndarray) -> np.ndarray:
     x, y = np.abs(x), np.abs(y)
     h = np.clip(((bx - 2 * x) * bx - (by - 2 * y) * by) / (bx * bx + by * by), -1, 1)
     d = _len(x - 0.5 * bx * (1 - h), y - 0.5 * by * (1 + h))
     return d * np.sign(x * by + y * bx - bx * by)
 
 
-def shape_sdf(shape: str, x: np.ndarray, y: np.ndarray, radius) -> np.ndarray:
+def shape_sdf(shape: str, x: np.ndarray, y: np.ndarray, radius: float | np.ndarray) -> np.ndarray:
     """Signed distance (pixels) to `shape` of nominal `radius`, centred at the origin, y up.
 
     Sizes relative to the radius are chosen so that the shapes look about equally large;
@@ -164,7 +164,7 @@ def render_background(bg: BackgroundSpec, n: int, h: int, w: int, out: np.ndarra
     np.add(c1, a[..., None] * (c2 - c1), out=out, casting="unsafe")
 
 
-def _rotated(o: ObjectSpec, px: np.ndarray, py: np.ndarray, angle) -> tuple[np.ndarray, np.ndarray]:
+def _rotated(o: ObjectSpec, px: np.ndarray, py: np.ndarray, angle: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sample points rotated by -angle, so the shape's SDF draws it turned by +angle."""
     if o.spin == 0.0 and o.angle0 == 0.0:
         return px, py

@@ -12,6 +12,7 @@ import copy
 import functools
 import math
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,7 +197,7 @@ class ClipSpec:
 # Sampling
 
 
-def _pick(rng: np.random.Generator, seq):
+def _pick(rng: np.random.Generator, seq: Sequence[str]) -> str:
     return seq[int(rng.integers(len(seq)))]
 
 
@@ -270,7 +271,8 @@ def _place(rng: np.random.Generator, offsets: np.ndarray, extent: float, cfg: Wo
     return _uniform(rng, lo[0], hi[0]), _uniform(rng, lo[1], hi[1])
 
 
-def _separate(o: ObjectSpec, candidate, placed: list[ObjectSpec], n: int, cfg: WorldConfig, tries: int = 24) -> None:
+def _separate(o: ObjectSpec, candidate: Callable[[], tuple[float, float]], placed: list[ObjectSpec], n: int,
+              cfg: WorldConfig, tries: int = 24) -> None:
     """Set `o.pos` to the first of up to `tries` candidate positions that keeps `o` clear of the
     placed objects, or else to the one that keeps it furthest from them.
 
